@@ -1,0 +1,3 @@
+"""plivohook: verify, keep and answer Plivo messaging webhooks."""
+
+__version__ = "0.1.0"

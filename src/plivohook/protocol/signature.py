@@ -1,0 +1,393 @@
+"""Plivo request signatures: V2, Ma-V2, V3 and Ma-V3.
+
+Pure functions, no I/O. The string to sign is built exactly as the official Python SDK builds it
+wherever the SDK gives a verdict (see shared/reference/plivo-protocol.md, section 3). Where the SDK
+crashes or rejects for no reason of security (non-ASCII URLs, ``;params`` in a path, an upper-case
+scheme, spaces in a signature list) we try each plausible form of the same URL; every form is still
+an HMAC under the secret token, so this never lets in a request the token holder did not sign.
+
+Every comparison is constant-time (:func:`hmac.compare_digest`) and a verification never says
+which token matched except by its index.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Union
+from urllib.parse import parse_qsl, quote, urlparse, urlunparse
+
+__all__ = [
+    "HEADER_MA_V2",
+    "HEADER_MA_V3",
+    "HEADER_V2",
+    "HEADER_V2_NONCE",
+    "HEADER_V3",
+    "HEADER_V3_NONCE",
+    "Scheme",
+    "Verification",
+    "base_url_variants",
+    "normalize_params",
+    "sign_v2",
+    "sign_v3",
+    "string_to_sign_v2",
+    "string_to_sign_v3",
+    "verify_request",
+    "verify_v2",
+    "verify_v3",
+]
+
+HEADER_V2 = "x-plivo-signature-v2"
+HEADER_MA_V2 = "x-plivo-signature-ma-v2"
+HEADER_V2_NONCE = "x-plivo-signature-v2-nonce"
+HEADER_V3 = "x-plivo-signature-v3"
+HEADER_MA_V3 = "x-plivo-signature-ma-v3"
+HEADER_V3_NONCE = "x-plivo-signature-v3-nonce"
+
+Scheme = Literal["v2", "ma-v2", "v3", "ma-v3"]
+StrOrBytes = Union[str, bytes]
+Tokens = Union[StrOrBytes, Sequence[StrOrBytes], None]
+ParamValue = Union[str, bytes, int, float, bool, Sequence[Union[str, bytes, int, float, bool]]]
+Params = Union[Mapping[str, ParamValue], Iterable[tuple[str, ParamValue]], None]
+
+# A Plivo signature is standard Base64 of a 32-byte digest: 43 characters and one '='.
+_WELL_FORMED = re.compile(rb"[A-Za-z0-9+/]{43}=")
+_HEADER_NAMES = {
+    "v2": ("X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"),
+    "ma-v2": ("X-Plivo-Signature-Ma-V2", "X-Plivo-Signature-V2-Nonce"),
+    "v3": ("X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"),
+    "ma-v3": ("X-Plivo-Signature-Ma-V3", "X-Plivo-Signature-V3-Nonce"),
+}
+_PCT_HIGH = re.compile(r"(?:%[89A-Fa-f][0-9A-Fa-f])+")
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The outcome of a signature check; truthy when the request is authentic.
+
+    ``token_index`` is the position of the matching token in the list given (never the token),
+    ``variant`` names the URL form that matched (``"canonical"`` for the SDK's own form).
+    """
+
+    ok: bool
+    scheme: Scheme | None = None
+    token_index: int | None = None
+    variant: str | None = None
+    reason: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def _text(value: StrOrBytes) -> str:
+    if isinstance(value, bytes):
+        # surrogateescape keeps undecodable bytes byte-exact when re-encoded for the HMAC.
+        return value.decode("utf-8", "surrogateescape")
+    return value
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value if isinstance(value, str) else str(value)
+
+
+def normalize_params(params: Params) -> dict[str, list[str]]:
+    """Params as ``{key: [values]}``: from a mapping (a value may be a list) or from pairs."""
+    result: dict[str, list[str]] = {}
+    if not params:
+        return result
+    items = params.items() if isinstance(params, Mapping) else params
+    for key, value in items:
+        values = result.setdefault(_scalar(key), [])
+        if isinstance(value, list | tuple):
+            values.extend(_scalar(v) for v in value)
+        else:
+            values.append(_scalar(value))
+    return result
+
+
+def _tokens(auth_tokens: Tokens) -> list[tuple[int, bytes]]:
+    if auth_tokens is None:
+        return []
+    if isinstance(auth_tokens, str | bytes):
+        auth_tokens = [auth_tokens]
+    keys = []
+    for index, token in enumerate(auth_tokens):
+        key = token if isinstance(token, bytes) else _utf8(token)
+        if key:  # an empty key would make every forger's job trivial
+            keys.append((index, key))
+    return keys
+
+
+def _signature_entries(header: StrOrBytes | None) -> list[bytes]:
+    if header is None:
+        return []
+    raw = header if isinstance(header, bytes) else header.encode("utf-8", "replace")
+    return [entry.strip(b" \t") for entry in raw.split(b",") if entry.strip(b" \t")]
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+
+def _base(url: str, keep_path_params: bool) -> tuple[str, str]:
+    parts = urlparse(url)
+    # urlparse lower-cases the scheme; netloc and path stay exactly as written.
+    base = urlunparse(
+        (parts.scheme, parts.netloc, parts.path, parts.params if keep_path_params else "", "", "")
+    )
+    return base, parts.query
+
+
+def _iri_to_uri(text: str) -> str:
+    return quote(text, safe="".join(chr(c) for c in range(0x21, 0x7F)))
+
+
+def _uri_to_iri(text: str) -> str:
+    def decode(match: re.Match[str]) -> str:
+        try:
+            return bytes.fromhex(match.group(0).replace("%", "")).decode("utf-8")
+        except UnicodeDecodeError:
+            return match.group(0)
+
+    return _PCT_HIGH.sub(decode, text)
+
+
+def base_url_variants(url: StrOrBytes) -> list[tuple[str, str, str]]:
+    """Every plausible signed form of ``url``: ``(variant name, base, query)``, canonical first.
+
+    The canonical form is the reference's (``;params`` kept, UTF-8 as written); the others are what
+    the Python SDK does (``;params`` dropped) and the percent-encoded or decoded form of non-ASCII
+    characters, since a URL registered with Plivo as an IRI reaches us percent-encoded.
+    """
+    text = _text(url)
+    base, query = _base(text, keep_path_params=True)
+    variants = [("canonical", base, query)]
+    sdk_base, _ = _base(text, keep_path_params=False)
+    if sdk_base != base:
+        variants.append(("sdk-path-params-dropped", sdk_base, query))
+    for name, candidate in list((n, b) for n, b, _ in variants):
+        if not candidate.isascii():
+            variants.append((f"{name}+iri-encoded", _iri_to_uri(candidate), query))
+        decoded = _uri_to_iri(candidate)
+        if decoded != candidate:
+            variants.append((f"{name}+iri-decoded", decoded, query))
+    return variants
+
+
+# -- strings to sign ----------------------------------------------------------------------------
+
+
+def _v2_string(base: str, nonce: str) -> str:
+    return base + nonce
+
+
+def _v3_string(method: str, base: str, query: str, params: dict[str, list[str]], nonce: str) -> str:
+    query_map: dict[str, list[str]] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        query_map.setdefault(key, []).append(value)
+    if method == "GET":
+        merged = dict(params)
+        merged.update(query_map)  # the SDK lets a key in the URL's query replace the params' one
+        qs = "&".join(f"{k}={v}" for k in sorted(merged) for v in sorted(merged[k]))
+        signed = base + ("?" + qs if qs else "")
+    else:
+        qs = "&".join(f"{k}={v}" for k in sorted(query_map) for v in sorted(query_map[k]))
+        if params:
+            body = "".join(f"{k}{v}" for k in sorted(params) for v in sorted(params[k]))
+            signed = base + "?" + (qs + "." if qs else "") + body
+        else:
+            signed = base + ("?" + qs if qs else "")
+    return signed + "." + nonce
+
+
+def _method(method: StrOrBytes) -> str:
+    text = _text(method).upper()
+    if text not in ("GET", "POST"):
+        raise ValueError(f"method must be GET or POST, not {text!r}")
+    return text
+
+
+def string_to_sign_v2(url: StrOrBytes, nonce: StrOrBytes) -> str:
+    """The exact text that V2 signs: the base URL (no query, no fragment) and the nonce."""
+    return _v2_string(_base(_text(url), keep_path_params=True)[0], _text(nonce))
+
+
+def string_to_sign_v3(
+    method: StrOrBytes, url: StrOrBytes, params: Params, nonce: StrOrBytes
+) -> str:
+    """The exact text that V3 signs: method-dependent URL, sorted params, ``.`` and the nonce."""
+    base, query = _base(_text(url), keep_path_params=True)
+    return _v3_string(_method(method), base, query, normalize_params(params), _text(nonce))
+
+
+def _hmac_b64(key: bytes, message: str) -> bytes:
+    return base64.b64encode(hmac.digest(key, _utf8(message), hashlib.sha256))
+
+
+def _first_key(auth_token: StrOrBytes) -> bytes:
+    keys = _tokens(auth_token)
+    if not keys:
+        raise ValueError("auth_token must not be empty")
+    return keys[0][1]
+
+
+def sign_v2(url: StrOrBytes, nonce: StrOrBytes, auth_token: StrOrBytes) -> str:
+    """The ``X-Plivo-Signature-V2`` (or ``-Ma-V2``, with the main token) value for a request."""
+    return _hmac_b64(_first_key(auth_token), string_to_sign_v2(url, nonce)).decode("ascii")
+
+
+def sign_v3(
+    method: StrOrBytes,
+    url: StrOrBytes,
+    params: Params,
+    nonce: StrOrBytes,
+    auth_token: StrOrBytes,
+) -> str:
+    """The ``X-Plivo-Signature-V3`` (or ``-Ma-V3``, with the main token) value for a request."""
+    return _hmac_b64(_first_key(auth_token), string_to_sign_v3(method, url, params, nonce)).decode(
+        "ascii"
+    )
+
+
+# -- verification -------------------------------------------------------------------------------
+
+
+def _verify(
+    scheme: Scheme,
+    strings: list[tuple[str, str]],
+    signature_header: StrOrBytes | None,
+    auth_tokens: Tokens,
+) -> Verification:
+    header_name = _HEADER_NAMES[scheme][0]
+    keys = _tokens(auth_tokens)
+    if not keys:
+        return Verification(False, scheme, reason=f"no auth token configured for {header_name}")
+    entries = _signature_entries(signature_header)
+    if not entries:
+        return Verification(False, scheme, reason=f"missing {header_name} header")
+    well_formed = [e for e in entries if _WELL_FORMED.fullmatch(e)]
+    if not well_formed:
+        return Verification(
+            False, scheme, reason=f"malformed {header_name} header (not a Base64 HMAC-SHA256)"
+        )
+    for index, key in keys:
+        for variant, message in strings:
+            expected = _hmac_b64(key, message)
+            matched = False
+            for entry in well_formed:
+                # No early exit inside one comparison: compare_digest is constant-time for
+                # equal-length inputs, and every entry here is 44 bytes long.
+                matched |= hmac.compare_digest(expected, entry)
+            if matched:
+                return Verification(True, scheme, token_index=index, variant=variant)
+    return Verification(False, scheme, reason=f"{header_name} does not match")
+
+
+def verify_v2(
+    url: StrOrBytes,
+    nonce: StrOrBytes | None,
+    signature: StrOrBytes | None,
+    auth_tokens: Tokens,
+    *,
+    main: bool = False,
+) -> Verification:
+    """Check a V2 signature (``main=True``: an Ma-V2 one, checked against main-account tokens)."""
+    scheme: Scheme = "ma-v2" if main else "v2"
+    if nonce is None:
+        return Verification(False, scheme, reason=f"missing {_HEADER_NAMES[scheme][1]} header")
+    nonce_text = _text(nonce)
+    strings = [(name, _v2_string(base, nonce_text)) for name, base, _ in base_url_variants(url)]
+    return _verify(scheme, strings, signature, auth_tokens)
+
+
+def verify_v3(
+    method: StrOrBytes,
+    url: StrOrBytes,
+    params: Params,
+    nonce: StrOrBytes | None,
+    signature_header: StrOrBytes | None,
+    auth_tokens: Tokens,
+    *,
+    main: bool = False,
+) -> Verification:
+    """Check a V3 signature header, which may list several comma-separated signatures.
+
+    ``params`` are the POST form fields (never merged with the URL's query) or, for GET, empty.
+    """
+    scheme: Scheme = "ma-v3" if main else "v3"
+    if nonce is None:
+        return Verification(False, scheme, reason=f"missing {_HEADER_NAMES[scheme][1]} header")
+    try:
+        verb = _method(method)
+    except ValueError as exc:
+        return Verification(False, scheme, reason=str(exc))
+    nonce_text = _text(nonce)
+    normalized = normalize_params(params)
+    strings = [
+        (name, _v3_string(verb, base, query, normalized, nonce_text))
+        for name, base, query in base_url_variants(url)
+    ]
+    return _verify(scheme, strings, signature_header, auth_tokens)
+
+
+def verify_request(
+    method: StrOrBytes,
+    url: StrOrBytes,
+    headers: Mapping[str, str],
+    params: Params,
+    auth_tokens: Tokens,
+    main_auth_tokens: Tokens = None,
+) -> Verification:
+    """Check a whole request the way a receiver should.
+
+    The V3 family is used when any V3 signature header is present, else the V2 family; a V3
+    failure never falls back to V2 (a forger would otherwise strip V3 to dodge the body check).
+    Within a family the account header is checked against ``auth_tokens`` and the ``Ma-`` header
+    against ``main_auth_tokens``; either matching is enough. ``headers`` keys may be any case.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    if HEADER_V3 in lower or HEADER_MA_V3 in lower:
+        nonce = lower.get(HEADER_V3_NONCE)
+        checks = [
+            (lower.get(HEADER_V3), auth_tokens, False),
+            (lower.get(HEADER_MA_V3), main_auth_tokens, True),
+        ]
+        results = [
+            verify_v3(method, url, params, nonce, header, tokens, main=main)
+            for header, tokens, main in checks
+            if header is not None and tokens
+        ]
+        family = "V3"
+    elif HEADER_V2 in lower or HEADER_MA_V2 in lower:
+        nonce = lower.get(HEADER_V2_NONCE)
+        checks = [
+            (lower.get(HEADER_V2), auth_tokens, False),
+            (lower.get(HEADER_MA_V2), main_auth_tokens, True),
+        ]
+        results = [
+            verify_v2(url, nonce, header, tokens, main=main)
+            for header, tokens, main in checks
+            if header is not None and tokens
+        ]
+        family = "V2"
+    else:
+        return Verification(False, reason="missing X-Plivo-Signature-V3 or -V2 header")
+    for result in results:
+        if result:
+            return result
+    if not results:
+        return Verification(False, reason=f"no token configured for the {family} headers present")
+    # Report the account header's reason first: it is the one users configure.
+    return results[0]
