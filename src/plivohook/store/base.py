@@ -1,0 +1,237 @@
+"""The store's one interface, shared by the SQLite and PostgreSQL backends.
+
+Writes are whole operations, not SQL: "record this message under this nonce". A backend batches
+the operations in flight into one transaction (group commit) and resolves each only after the
+commit, so the app never acknowledges what is not durable. Uniqueness (MessageUUID, the nonce, a
+status report) is decided by the database's constraints, never by process memory, so several
+workers and machines share one truth.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = [
+    "MessageWrite",
+    "NonceClaim",
+    "Outcome",
+    "Page",
+    "RejectionWrite",
+    "StatusWrite",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "WriteOp",
+    "WriteResult",
+    "decode_cursor",
+    "encode_cursor",
+    "request_fingerprint",
+]
+
+Pairs = Sequence[tuple[str, str]]
+
+
+class StoreError(Exception):
+    """A store problem that is not the client's fault."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or a commit failed: answer 503 so that Plivo retries."""
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"  # new, committed now
+    DUPLICATE = "duplicate"  # already stored (same MessageUUID / same report): same answer again
+    RETRY = "retry"  # the same nonce with the same content: a retry, idempotent answer
+    REPLAY = "replay"  # the nonce was seen with other content: refuse
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    outcome: Outcome
+    reply: str | None = None  # the stored answer (message XML) for messages
+
+
+@dataclass(frozen=True, slots=True)
+class NonceClaim:
+    """A nonce seen with a request; ``fingerprint`` identifies the request's content."""
+
+    family: Literal["v2", "v3"]
+    nonce: str
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}:{self.nonce}"
+
+
+def request_fingerprint(kind: str, query: str, params: Pairs) -> str:
+    """A stable digest of what a request carries: a retry has the same one, a replay another."""
+    digest = hashlib.sha256()
+    digest.update(kind.encode())
+    digest.update(b"\x00")
+    digest.update(query.encode("utf-8", "surrogateescape"))
+    for key, value in sorted(params):
+        digest.update(b"\x00")
+        digest.update(key.encode("utf-8", "surrogateescape"))
+        digest.update(b"\x01")
+        digest.update(value.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageWrite:
+    """An inbound message with the answer already decided (it is stored with the message)."""
+
+    message_uuid: str
+    from_number: str
+    to_number: str
+    type: str
+    text: str
+    media: Sequence[dict[str, str | None]]  # [{"url": ..., "content_type": ...}]
+    params: Pairs  # every parameter as received, in order
+    method: str
+    received_at: datetime  # aware, UTC
+    reply: str | None  # Message XML, or None for the empty <Response/>
+    signature_scheme: str  # "v2", "ma-v2", "v3", "ma-v3" or "none"
+    fingerprint: str
+    nonce: NonceClaim | None = None
+    kind: Literal["message"] = "message"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """A delivery report about an outbound message (a reply of ours, or the user's own)."""
+
+    message_uuid: str
+    status: str
+    sequence: int | None
+    parent_message_uuid: str | None
+    error_code: str | None
+    reply_to: str | None  # the inbound MessageUUID our reply answered (from ?reply_to=)
+    params: Pairs
+    method: str
+    received_at: datetime
+    signature_scheme: str
+    fingerprint: str  # duplicates of one report share it: stored once
+    nonce: NonceClaim | None = None
+    kind: Literal["status"] = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionWrite:
+    """A correctly signed request that could not be parsed: kept whole for inspection."""
+
+    method: str
+    path: str
+    query: str
+    headers: Pairs  # secrets removed
+    body: bytes
+    reason: str
+    received_at: datetime
+    signature_scheme: str
+    fingerprint: str
+    nonce: NonceClaim | None = None
+    kind: Literal["rejection"] = "rejection"
+
+
+WriteOp = MessageWrite | StatusWrite | RejectionWrite
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+
+
+def encode_cursor(row_id: int) -> str:
+    return base64.urlsafe_b64encode(str(row_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """Raises ValueError for a cursor we did not make."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    value = int(base64.urlsafe_b64decode(padded.encode()).decode())
+    if value < 0:
+        raise ValueError("negative cursor")
+    return value
+
+
+@dataclass(slots=True)
+class StoreStats:
+    batches: int = 0
+    operations: int = 0
+    largest_batch: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """What the app needs from a database. Every method may raise :class:`StoreUnavailable`.
+
+    Message, status and rejection dicts returned by the read methods use the API's field names
+    (see README, "The API"); datetimes are aware UTC ``datetime`` objects.
+    """
+
+    stats: StoreStats
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, apply pending migrations, start the group-commit writer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish the writes in flight, then disconnect."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers now."""
+
+    @abc.abstractmethod
+    async def write(self, op: WriteOp) -> WriteResult:
+        """Apply one operation in the next group commit; return after it is durable.
+
+        Semantics, identical on every backend, all in the operation's transaction:
+        1. With a nonce: claim it. If it was claimed before with another fingerprint, the outcome
+           is REPLAY and nothing is written. With the same fingerprint the request is a retry.
+        2. Message: insert unless the MessageUUID exists; if it exists the outcome is DUPLICATE
+           (RETRY after a matching nonce) and ``reply`` is the stored reply.
+           Status: insert unless a report with the same fingerprint exists (DUPLICATE/RETRY).
+           Rejection: insert (RETRY after a matching nonce: not again).
+        """
+
+    @abc.abstractmethod
+    async def list_messages(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        from_number: str | None = None,
+        to_number: str | None = None,
+        q: str | None = None,
+    ) -> Page:
+        """Newest first; ``q`` matches text containing it (case-insensitive)."""
+
+    @abc.abstractmethod
+    async def get_message(self, message_uuid: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def get_statuses(self, message_uuid: str) -> list[dict[str, Any]]:
+        """The history of an outbound message (and of its parts), in Sequence order."""
+
+    @abc.abstractmethod
+    async def list_rejections(self, *, limit: int = 50, cursor: str | None = None) -> Page: ...
+
+    @abc.abstractmethod
+    async def prune_nonces(self, older_than: datetime) -> int:
+        """Forget nonces seen before ``older_than``; return how many."""
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Rows per table: ``messages``, ``statuses``, ``rejections``, ``nonces``."""
