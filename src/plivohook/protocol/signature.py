@@ -18,7 +18,7 @@ import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 from urllib.parse import parse_qsl, quote, urlparse, urlunparse
 
 __all__ = [
@@ -49,10 +49,11 @@ HEADER_MA_V3 = "x-plivo-signature-ma-v3"
 HEADER_V3_NONCE = "x-plivo-signature-v3-nonce"
 
 Scheme = Literal["v2", "ma-v2", "v3", "ma-v3"]
-StrOrBytes = Union[str, bytes]
-Tokens = Union[StrOrBytes, Sequence[StrOrBytes], None]
-ParamValue = Union[str, bytes, int, float, bool, Sequence[Union[str, bytes, int, float, bool]]]
-Params = Union[Mapping[str, ParamValue], Iterable[tuple[str, ParamValue]], None]
+StrOrBytes = str | bytes
+Tokens = StrOrBytes | Sequence[StrOrBytes] | None
+Scalar = str | bytes | int | float | bool
+ParamValue = Scalar | Sequence[Scalar]
+Params = Mapping[str, ParamValue] | Iterable[tuple[str, ParamValue]] | None
 
 # A Plivo signature is standard Base64 of a 32-byte digest: 43 characters and one '='.
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9+/]{43}=")
