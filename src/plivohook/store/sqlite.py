@@ -1,0 +1,540 @@
+"""The SQLite backend: zero set-up, WAL mode, ``synchronous=FULL``, group commit.
+
+One writer thread owns the write connection. Requests in flight queue their operations; the writer
+takes everything queued (up to ``batch_max``), applies it in one ``BEGIN IMMEDIATE`` transaction,
+commits (one fsync for the whole batch), and only then resolves each request's future. While a
+commit is in progress new operations queue up for the next batch, so under load batches grow by
+themselves and durability costs one fsync per batch rather than per message.
+
+Several processes may share one file (``--workers``): ``BEGIN IMMEDIATE`` plus a busy timeout
+serialises their writers, and uniqueness is decided by the constraints, never by memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .base import (
+    MessageWrite,
+    NonceClaim,
+    Outcome,
+    Page,
+    RejectionWrite,
+    StatusWrite,
+    Store,
+    StoreStats,
+    StoreUnavailable,
+    WriteOp,
+    WriteResult,
+    decode_cursor,
+    encode_cursor,
+)
+
+__all__ = ["SQLiteStore", "path_from_url"]
+
+_STOP = object()
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError("a SQLite URL looks like sqlite:///plivohook.db (three slashes)")
+    path = url[len("sqlite:///") :]
+    if not path:
+        raise ValueError("the SQLite URL names no file")
+    return path
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("plivohook.store") / "migrations" / "sqlite"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> list[int]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        for version, sql in _migrations():
+            if version in done:
+                continue
+            # executescript would COMMIT the open transaction; run statements one by one.
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (version, _iso(datetime.now(UTC))),
+            )
+            applied.append(version)
+        conn.execute("COMMIT")
+        return applied
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _split_sql(sql: str) -> list[str]:
+    statements, current = [], []
+    for line in sql.splitlines():
+        stripped = line.split("--", 1)[0].rstrip()
+        if not stripped:
+            continue
+        current.append(stripped)
+        if stripped.endswith(";") and sqlite3.complete_statement("\n".join(current)):
+            statements.append("\n".join(current))
+            current = []
+    if current:
+        statements.append("\n".join(current))
+    return statements
+
+
+# -- the write semantics (base.Store.write), applied inside the writer's transaction -----------
+
+
+def _claim(conn: sqlite3.Connection, nonce: NonceClaim | None, now: str) -> str:
+    """'new', 'retry' or 'replay'."""
+    if nonce is None:
+        return "new"
+    cur = conn.execute(
+        "INSERT INTO nonces (key, fingerprint, seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (nonce.key, nonce.fingerprint, now),
+    )
+    if cur.rowcount == 1:
+        return "new"
+    (seen,) = conn.execute("SELECT fingerprint FROM nonces WHERE key = ?", (nonce.key,)).fetchone()
+    return "retry" if seen == nonce.fingerprint else "replay"
+
+
+def _apply(conn: sqlite3.Connection, op: WriteOp) -> WriteResult:
+    received = _iso(op.received_at)
+    claim = _claim(conn, op.nonce, received)
+    if claim == "replay":
+        return WriteResult(Outcome.REPLAY)
+    again = Outcome.RETRY if claim == "retry" else Outcome.DUPLICATE
+    if isinstance(op, MessageWrite):
+        cur = conn.execute(
+            "INSERT INTO messages (message_uuid, from_number, to_number, type, text, media, params,"
+            " method, received_at, reply, signature_scheme, fingerprint)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_uuid) DO NOTHING",
+            (
+                op.message_uuid,
+                op.from_number,
+                op.to_number,
+                op.type,
+                op.text,
+                _json(list(op.media)),
+                _json(list(op.params)),
+                op.method,
+                received,
+                op.reply,
+                op.signature_scheme,
+                op.fingerprint,
+            ),
+        )
+        if cur.rowcount == 1:
+            return WriteResult(Outcome.STORED, op.reply)
+        (reply,) = conn.execute(
+            "SELECT reply FROM messages WHERE message_uuid = ?", (op.message_uuid,)
+        ).fetchone()
+        return WriteResult(again, reply)
+    if isinstance(op, StatusWrite):
+        cur = conn.execute(
+            "INSERT INTO statuses (message_uuid, status, sequence, parent_message_uuid, error_code,"
+            " reply_to, params, method, received_at, signature_scheme, fingerprint)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO NOTHING",
+            (
+                op.message_uuid,
+                op.status,
+                op.sequence,
+                op.parent_message_uuid,
+                op.error_code,
+                op.reply_to,
+                _json(list(op.params)),
+                op.method,
+                received,
+                op.signature_scheme,
+                op.fingerprint,
+            ),
+        )
+        return WriteResult(Outcome.STORED if cur.rowcount == 1 else again)
+    if isinstance(op, RejectionWrite):
+        if claim == "retry":
+            return WriteResult(Outcome.RETRY)
+        conn.execute(
+            "INSERT INTO rejections (method, path, query, headers, body, reason, received_at,"
+            " signature_scheme, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                op.method,
+                op.path,
+                op.query,
+                _json([list(h) for h in op.headers]),
+                bytes(op.body),
+                op.reason,
+                received,
+                op.signature_scheme,
+                op.fingerprint,
+            ),
+        )
+        return WriteResult(Outcome.STORED)
+    raise TypeError(f"unknown operation {type(op).__name__}")
+
+
+# -- rows to API dicts --------------------------------------------------------------------------
+
+_MESSAGE_COLUMNS = (
+    "m.id, m.message_uuid, m.from_number, m.to_number, m.type, m.text, m.media, m.params,"
+    " m.method, m.received_at, m.reply, m.signature_scheme,"
+    " (SELECT s.status FROM statuses s WHERE s.reply_to = m.message_uuid"
+    "  ORDER BY COALESCE(s.sequence, -1) DESC, s.id DESC LIMIT 1)"
+)
+
+
+def _message(row: tuple) -> dict[str, Any]:
+    return {
+        "message_uuid": row[1],
+        "from": row[2],
+        "to": row[3],
+        "type": row[4],
+        "text": row[5],
+        "media": orjson.loads(row[6]),
+        "params": orjson.loads(row[7]),
+        "method": row[8],
+        "received_at": _dt(row[9]),
+        "reply": row[10],
+        "signature_scheme": row[11],
+        "status": row[12],
+    }
+
+
+def _status(row: tuple) -> dict[str, Any]:
+    return {
+        "message_uuid": row[0],
+        "status": row[1],
+        "sequence": row[2],
+        "parent_message_uuid": row[3],
+        "error_code": row[4],
+        "reply_to": row[5],
+        "params": orjson.loads(row[6]),
+        "received_at": _dt(row[7]),
+        "signature_scheme": row[8],
+    }
+
+
+def _rejection(row: tuple) -> dict[str, Any]:
+    body = bytes(row[5])
+    return {
+        "id": row[0],
+        "method": row[1],
+        "path": row[2],
+        "query": row[3],
+        "headers": orjson.loads(row[4]),
+        "body": body.decode("utf-8", "replace"),
+        "body_base64": base64.b64encode(body).decode("ascii"),
+        "reason": row[6],
+        "received_at": _dt(row[7]),
+        "signature_scheme": row[8],
+    }
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str, *, batch_max: int = 512, **_ignored: object) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        self.batch_max = batch_max
+        self.stats = StoreStats()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._writer_conn: sqlite3.Connection | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open_sync)
+
+    def _open_sync(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = _connect(self.path)
+            _migrate(conn)
+            self._reader = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
+        self._writer_conn = conn
+        self._writer = threading.Thread(target=self._write_loop, name="plivohook-sqlite-writer")
+        self._writer.daemon = True
+        self._writer.start()
+
+    async def migrate(self) -> list[int]:
+        def run() -> list[int]:
+            conn = _connect(self.path)
+            try:
+                return _migrate(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        for conn in (self._reader, self._writer_conn):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer_conn = None
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # -- group commit ---------------------------------------------------------------------------
+
+    async def write(self, op: WriteOp) -> WriteResult:
+        if self._writer is None:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[WriteResult] = loop.create_future()
+        self._queue.put((op, future, loop))
+        return await future
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        assert conn is not None
+        get, get_nowait, batch_max = self._queue.get, self._queue.get_nowait, self.batch_max
+        while True:
+            first = get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < batch_max:
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                self._commit_batch(conn, batch)
+            except BaseException as exc:  # never leave a request waiting on a dead writer
+                _resolve_all(batch, [StoreUnavailable(f"the writer failed: {exc!r}")] * len(batch))
+            if stop:
+                return
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        results: list[WriteResult | BaseException] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _future, _loop in batch:
+                # A savepoint per operation: one bad operation must not undo the others.
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append(_apply(conn, op))
+                    conn.execute("RELEASE op")
+                except (sqlite3.Error, ValueError, TypeError) as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append(StoreUnavailable(f"the write failed: {exc}"))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            failure = StoreUnavailable(f"the commit failed: {exc}")
+            results = [failure] * len(batch)
+        self._count(results)
+        _resolve_all(batch, results)
+
+    def _count(self, results: list[WriteResult | BaseException]) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.operations += len(results)
+        stats.largest_batch = max(stats.largest_batch, len(results))
+        for result in results:
+            key = result.outcome.value if isinstance(result, WriteResult) else "error"
+            stats.outcomes[key] = stats.outcomes.get(key, 0) + 1
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        def run() -> Any:
+            if self._reader is None:
+                raise StoreUnavailable("the store is not open")
+            with self._read_lock:
+                try:
+                    return fn(self._reader)
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(f"the database cannot be read: {exc}") from exc
+
+        return await asyncio.to_thread(run)
+
+    async def list_messages(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        from_number: str | None = None,
+        to_number: str | None = None,
+        q: str | None = None,
+    ) -> Page:
+        where, args = [], []
+        if cursor:
+            where.append("m.id < ?")
+            args.append(decode_cursor(cursor))
+        if from_number:
+            where.append("m.from_number = ?")
+            args.append(from_number)
+        if to_number:
+            where.append("m.to_number = ?")
+            args.append(to_number)
+        if q:
+            where.append("m.text LIKE ? ESCAPE '\\'")
+            args.append(_like(q))
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY m.id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            [_message(r) for r in rows], encode_cursor(rows[-1][0]) if more and rows else None
+        )
+
+    async def get_message(self, message_uuid: str) -> dict[str, Any] | None:
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_uuid = ?"
+        row = await self._read(lambda c: c.execute(sql, (message_uuid,)).fetchone())
+        return _message(row) if row else None
+
+    async def get_statuses(self, message_uuid: str) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT message_uuid, status, sequence, parent_message_uuid, error_code, reply_to,"
+            " params, received_at, signature_scheme FROM statuses"
+            " WHERE message_uuid = ? OR parent_message_uuid = ?"
+            " ORDER BY COALESCE(sequence, -1), id"
+        )
+        rows = await self._read(lambda c: c.execute(sql, (message_uuid, message_uuid)).fetchall())
+        return [_status(r) for r in rows]
+
+    async def list_rejections(self, *, limit: int = 50, cursor: str | None = None) -> Page:
+        args: list[Any] = []
+        sql = (
+            "SELECT id, method, path, query, headers, body, reason, received_at, signature_scheme"
+            " FROM rejections"
+        )
+        if cursor:
+            sql += " WHERE id < ?"
+            args.append(decode_cursor(cursor))
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            [_rejection(r) for r in rows], encode_cursor(rows[-1][0]) if more and rows else None
+        )
+
+    async def prune_nonces(self, older_than: datetime) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM nonces WHERE seen_at < ?", (_iso(older_than),)
+            ).rowcount
+
+        return await self._submit(run)
+
+    async def counts(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            return {
+                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+                for table in ("messages", "statuses", "rejections", "nonces")
+            }
+
+        return await self._read(run)
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A maintenance write on a connection of its own, beside the group-commit writer."""
+
+        def run() -> Any:
+            conn = _connect(self.path)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = fn(conn)
+                conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the maintenance write failed: {exc}") from exc
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+
+def _resolve_all(batch: list[Any], results: list[WriteResult | BaseException]) -> None:
+    # One hop per event loop rather than one per operation: call_soon_threadsafe wakes the loop.
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+    for (_op, future, loop), result in zip(batch, results, strict=True):
+        by_loop.setdefault(loop, []).append((future, result))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed while we committed
+            loop.call_soon_threadsafe(_settle, pairs)
+
+
+def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, result in pairs:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
