@@ -440,7 +440,7 @@ class SQLiteStore(Store):
         if q:
             where.append("m.text LIKE ? ESCAPE '\\'")
             args.append(_like(q))
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"  # noqa: S608 (constant SQL)
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY m.id DESC LIMIT ?"
@@ -453,7 +453,7 @@ class SQLiteStore(Store):
         )
 
     async def get_message(self, message_uuid: str) -> dict[str, Any] | None:
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_uuid = ?"
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_uuid = ?"  # noqa: S608
         row = await self._read(lambda c: c.execute(sql, (message_uuid,)).fetchone())
         return _message(row) if row else None
 
