@@ -1,0 +1,473 @@
+"""The ``plivohook`` command: serve, send (simulate Plivo), messages, sign, verify, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from .config import ConfigError, Settings, split_tokens
+from .protocol import signature
+
+SCHEMES = ("v2", "ma-v2", "v3", "ma-v3")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="plivohook")
+def main() -> None:
+    """plivohook: verify, keep and answer Plivo messaging webhooks."""
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="PLIVOHOOK_HOST")
+@click.option("--port", default=8080, show_default=True, type=int, envvar="PLIVOHOOK_PORT")
+@click.option(
+    "--database",
+    default="sqlite:///plivohook.db",
+    show_default=True,
+    envvar="PLIVOHOOK_DATABASE_URL",
+    help="sqlite:///path or postgresql://user@host/db",
+)
+@click.option(
+    "--auth-token",
+    "auth_tokens",
+    multiple=True,
+    envvar="PLIVO_AUTH_TOKEN",
+    help="Plivo auth token; repeat (or comma-separate) to rotate. [env PLIVO_AUTH_TOKEN]",
+)
+@click.option(
+    "--main-auth-token",
+    "main_auth_tokens",
+    multiple=True,
+    envvar="PLIVO_MAIN_AUTH_TOKEN",
+    help="The main account's token, for the Ma- headers. [env PLIVO_MAIN_AUTH_TOKEN]",
+)
+@click.option(
+    "--public-url",
+    envvar="PLIVOHOOK_PUBLIC_URL",
+    help="The public base URL Plivo calls (https://example.com), used to check signatures.",
+)
+@click.option(
+    "--trust-forwarded-headers",
+    is_flag=True,
+    envvar="PLIVOHOOK_TRUST_FORWARDED_HEADERS",
+    help="Believe X-Forwarded-Proto/-Host (only behind a proxy that sets them).",
+)
+@click.option("--admin-token", envvar="PLIVOHOOK_ADMIN_TOKEN", help="Bearer token for /api/*.")
+@click.option("--auto-reply", envvar="PLIVOHOOK_AUTO_REPLY", help="Text sent back to every sender.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--nonce-retention",
+    default=7 * 24 * 3600,
+    show_default=True,
+    type=click.IntRange(60),
+    envvar="PLIVOHOOK_NONCE_RETENTION_SECONDS",
+    help="Seconds a nonce is remembered to refuse replays.",
+)
+@click.option(
+    "--insecure-skip-verify", is_flag=True, help="Accept unsigned requests (testing only)."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(
+    host: str,
+    port: int,
+    database: str,
+    auth_tokens: tuple[str, ...],
+    main_auth_tokens: tuple[str, ...],
+    public_url: str | None,
+    trust_forwarded_headers: bool,
+    admin_token: str | None,
+    auto_reply: str | None,
+    workers: int,
+    nonce_retention: int,
+    insecure_skip_verify: bool,
+    log_level: str,
+) -> None:
+    """Run the receiver: point Plivo's message_url at /plivo/message, callbacks at /plivo/status."""
+    try:
+        settings = Settings(
+            database_url=database,
+            auth_tokens=split_tokens(list(auth_tokens)),
+            main_auth_tokens=split_tokens(list(main_auth_tokens)),
+            public_url=public_url or None,
+            trust_forwarded_headers=trust_forwarded_headers,
+            admin_token=admin_token or None,
+            auto_reply=auto_reply or None,
+            insecure_skip_verify=insecure_skip_verify,
+            nonce_retention=timedelta(seconds=nonce_retention),
+        ).validated()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    from .server import run
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if insecure_skip_verify:
+        click.secho(
+            "WARNING: --insecure-skip-verify: signatures are not checked; anyone can post.",
+            fg="red",
+            err=True,
+        )
+    run(settings, host=host, port=port, workers=workers, log_level=log_level)
+
+
+# -- migrate ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--database", default="sqlite:///plivohook.db", envvar="PLIVOHOOK_DATABASE_URL")
+def migrate(database: str) -> None:
+    """Apply pending schema migrations (serve also does this at start)."""
+    from .store import open_store
+
+    async def go() -> list[int]:
+        store = open_store(database)
+        return await store.migrate()  # type: ignore[attr-defined,no-any-return]
+
+    applied = asyncio.run(go())
+    click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+
+
+# -- send: simulate Plivo -----------------------------------------------------------------------
+
+
+def _nonce() -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(20))
+
+
+def signed_request(
+    url: str,
+    params: list[tuple[str, str]],
+    token: str,
+    schemes: tuple[str, ...],
+    method: str = "POST",
+) -> tuple[str, dict[str, str], bytes | None]:
+    """The URL, headers and body Plivo would send for these params."""
+    from urllib.parse import urlencode
+
+    headers: dict[str, str] = {}
+    if method == "GET":
+        url = url + ("&" if "?" in url else "?") + urlencode(params)
+        body = None
+        signed_params: list[tuple[str, str]] = []
+    else:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body = urlencode(params).encode()
+        signed_params = params
+    v2_nonce, v3_nonce = _nonce(), _nonce()
+    for scheme in schemes:
+        if scheme in ("v2", "ma-v2"):
+            headers["X-Plivo-Signature-V2-Nonce"] = v2_nonce
+            name = "X-Plivo-Signature-V2" if scheme == "v2" else "X-Plivo-Signature-Ma-V2"
+            headers[name] = signature.sign_v2(url, v2_nonce, token)
+        else:
+            headers["X-Plivo-Signature-V3-Nonce"] = v3_nonce
+            name = "X-Plivo-Signature-V3" if scheme == "v3" else "X-Plivo-Signature-Ma-V3"
+            headers[name] = signature.sign_v3(method, url, signed_params, v3_nonce, token)
+    return url, headers, body
+
+
+@main.command()
+@click.argument("url")
+@click.option("--auth-token", required=True, envvar="PLIVO_AUTH_TOKEN", help="Token to sign with.")
+@click.option("--from", "from_", default="14155550100", show_default=True)
+@click.option("--to", default="14155550199", show_default=True)
+@click.option("--text", default="Hello from plivohook send", show_default=True)
+@click.option("--uuid", "message_uuid", help="MessageUUID (default: a new one per message).")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--scheme",
+    "schemes",
+    multiple=True,
+    type=click.Choice(SCHEMES),
+    help="Signature headers to send; repeatable. [default: v2 and v3]",
+)
+@click.option("--method", default="POST", type=click.Choice(["POST", "GET"]), show_default=True)
+@click.option("--status", "status", help="Send a delivery report with this Status instead.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
+def send(
+    url: str,
+    auth_token: str,
+    from_: str,
+    to: str,
+    text: str,
+    message_uuid: str | None,
+    count: int,
+    concurrency: int,
+    schemes: tuple[str, ...],
+    method: str,
+    status: str | None,
+    timeout: float,
+) -> None:
+    """Send inbound messages to URL signed exactly as Plivo does (no Plivo account needed).
+
+    URL is the full webhook URL, e.g. http://127.0.0.1:8080/plivo/message.
+    """
+    import httpx
+    from rich.progress import Progress
+
+    schemes = schemes or ("v2", "v3")
+    token = split_tokens(auth_token)[0] if split_tokens(auth_token) else ""
+    if not token:
+        raise click.UsageError("--auth-token is empty")
+
+    def params_for(index: int) -> list[tuple[str, str]]:
+        uid = message_uuid or str(uuid.uuid4())
+        if status:
+            return [
+                ("MessageUUID", uid),
+                ("Status", status),
+                ("From", from_),
+                ("To", to),
+                ("Type", "sms"),
+                ("Units", "1"),
+                ("Sequence", str(index + 1)),
+                ("ParentMessageUUID", uid),
+                ("ErrorCode", "" if status not in ("failed", "undelivered") else "300"),
+            ]
+        return [
+            ("From", from_),
+            ("To", to),
+            ("Type", "sms"),
+            ("Text", text),
+            ("MessageUUID", uid),
+            ("Units", "1"),
+            ("TotalRate", "0.00000"),
+            ("TotalAmount", "0.00000"),
+            ("MessageIntent", ""),
+            ("PowerpackUUID", ""),
+        ]
+
+    codes: Counter[str] = Counter()
+    bodies: list[str] = []
+
+    async def run() -> None:
+        limit = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            with Progress(transient=True, disable=count == 1) as progress:
+                task = progress.add_task("sending", total=count)
+
+                async def one(index: int) -> None:
+                    async with limit:
+                        full_url, headers, body = signed_request(
+                            url, params_for(index), token, schemes, method
+                        )
+                        try:
+                            response = await client.request(
+                                method, full_url, headers=headers, content=body
+                            )
+                            codes[str(response.status_code)] += 1
+                            if count == 1:
+                                bodies.append(response.text)
+                        except httpx.HTTPError as exc:
+                            codes[type(exc).__name__] += 1
+                        progress.advance(task)
+
+                await asyncio.gather(*(one(i) for i in range(count)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    elapsed = time.perf_counter() - started
+    if bodies:
+        click.echo(bodies[0].rstrip())
+    summary = ", ".join(f"{code}: {n}" for code, n in sorted(codes.items()))
+    click.echo(f"sent {count} in {elapsed:.2f}s ({count / elapsed:.0f}/s) -- {summary}")
+    if any(not code.startswith("2") for code in codes):
+        sys.exit(1)
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--database", default="sqlite:///plivohook.db", envvar="PLIVOHOOK_DATABASE_URL")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new messages as they arrive.")
+@click.option("--from", "from_", help="Only messages from this number.")
+@click.option("--to", help="Only messages to this number.")
+@click.option("-q", "query", help="Only messages whose text contains this.")
+def messages(
+    database: str,
+    limit: int,
+    as_json: bool,
+    follow: bool,
+    from_: str | None,
+    to: str | None,
+    query: str | None,
+) -> None:
+    """Print the stored messages, newest last."""
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from .app import _message_view, _rfc3339
+    from .store import StoreUnavailable, open_store
+
+    console = Console()
+
+    def show(batch: list[dict[str, Any]]) -> None:
+        if as_json:
+            for message in batch:
+                view = _message_view(message)
+                view["received_at"] = _rfc3339(message["received_at"])
+                click.echo(orjson.dumps(view).decode())
+            return
+        if not batch:
+            return
+        table = Table(show_header=not follow or not seen, box=None)
+        for column in ("received", "from", "to", "type", "text", "reply status"):
+            table.add_column(column)
+        for message in batch:
+            table.add_row(
+                _rfc3339(message["received_at"])[:19].replace("T", " "),
+                message["from"],
+                message["to"],
+                message["type"],
+                message["text"],
+                message["status"] or "",
+            )
+        console.print(table)
+
+    seen: set[str] = set()
+
+    async def go() -> None:
+        store = open_store(database)
+        try:
+            await store.open()
+        except StoreUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            while True:
+                page = await store.list_messages(
+                    limit=limit, from_number=from_, to_number=to, q=query
+                )
+                fresh = [m for m in reversed(page.items) if m["message_uuid"] not in seen]
+                show(fresh)
+                seen.update(m["message_uuid"] for m in fresh)
+                if not follow:
+                    if not seen and not as_json:
+                        click.echo("no messages yet")
+                    return
+                await asyncio.sleep(1.0)
+        finally:
+            await store.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+
+
+# -- sign / verify ------------------------------------------------------------------------------
+
+
+def _pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        pairs.append((key, value))
+    return pairs
+
+
+_URL = click.argument("url")
+_METHOD = click.option("--method", default="POST", type=click.Choice(["POST", "GET"]))
+_PARAM = click.option("--param", "-p", "params", multiple=True, help="A form field KEY=VALUE.")
+_VERSION = click.option("--version", "version", default="v3", type=click.Choice(["v2", "v3"]))
+
+
+@main.command()
+@_URL
+@click.option("--auth-token", required=True, envvar="PLIVO_AUTH_TOKEN")
+@click.option("--nonce", help="Default: a new random one.")
+@_METHOD
+@_PARAM
+@_VERSION
+def sign(
+    url: str,
+    auth_token: str,
+    nonce: str | None,
+    method: str,
+    params: tuple[str, ...],
+    version: str,
+) -> None:
+    """Show the exact string Plivo signs for a request, and the signature header."""
+    nonce = nonce or _nonce()
+    pairs = _pairs(params)
+    if version == "v2":
+        signed = signature.string_to_sign_v2(url, nonce)
+        value = signature.sign_v2(url, nonce, auth_token)
+        header = "X-Plivo-Signature-V2"
+    else:
+        signed = signature.string_to_sign_v3(method, url, pairs, nonce)
+        value = signature.sign_v3(method, url, pairs, nonce, auth_token)
+        header = "X-Plivo-Signature-V3"
+    click.echo(f"string to sign: {signed}")
+    click.echo(f"{header}: {value}")
+    click.echo(f"{header}-Nonce: {nonce}")
+
+
+@main.command()
+@_URL
+@click.option(
+    "--auth-token", "auth_tokens", required=True, multiple=True, envvar="PLIVO_AUTH_TOKEN"
+)
+@click.option("--nonce", required=True)
+@click.option("--signature", "signature_value", required=True, help="The header's value.")
+@_METHOD
+@_PARAM
+@_VERSION
+def verify(
+    url: str,
+    auth_tokens: tuple[str, ...],
+    nonce: str,
+    signature_value: str,
+    method: str,
+    params: tuple[str, ...],
+    version: str,
+) -> None:
+    """Check a signature and show every string tried: finds proxy and URL mismatches."""
+    tokens = split_tokens(list(auth_tokens))
+    pairs = _pairs(params)
+    for name, base, query in signature.base_url_variants(url):
+        variant_url = base + ("?" + query if query else "")
+        if version == "v2":
+            tried = signature.string_to_sign_v2(variant_url, nonce)
+        else:
+            tried = signature.string_to_sign_v3(method, variant_url, pairs, nonce)
+        click.echo(f"tried ({name}): {tried}")
+    if version == "v2":
+        result = signature.verify_v2(url, nonce, signature_value, tokens)
+    else:
+        result = signature.verify_v3(method, url, pairs, nonce, signature_value, tokens)
+    if result:
+        click.secho(
+            f"valid: {result.scheme}, token #{result.token_index}, URL form {result.variant}",
+            fg="green",
+        )
+        return
+    click.secho(f"invalid: {result.reason}", fg="red")
+    click.echo(
+        "hint: the URL must be exactly the one configured at Plivo (scheme, host, port, path, "
+        "trailing slash); behind a proxy use serve --public-url."
+    )
+    sys.exit(1)

@@ -1,0 +1,108 @@
+"""The service's settings: one frozen object, built by the CLI or from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+__all__ = ["ConfigError", "Settings", "split_tokens"]
+
+# Never printed, logged or returned by the API.
+SECRET_FIELDS = frozenset({"auth_tokens", "main_auth_tokens", "admin_token"})
+
+
+class ConfigError(ValueError):
+    """A setting the service cannot start with; the message says how to fix it."""
+
+
+def split_tokens(values: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Tokens from repeated flags and/or comma-separated text, blanks dropped, order kept."""
+    if not values:
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    tokens: list[str] = []
+    for value in values:
+        for token in value.split(","):
+            token = token.strip()
+            if token and token not in tokens:
+                tokens.append(token)
+    return tuple(tokens)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///plivohook.db"
+    auth_tokens: tuple[str, ...] = ()
+    main_auth_tokens: tuple[str, ...] = ()
+    public_url: str | None = None
+    trust_forwarded_headers: bool = False
+    admin_token: str | None = None
+    auto_reply: str | None = None
+    insecure_skip_verify: bool = False
+    nonce_retention: timedelta = timedelta(days=7)
+    max_body_bytes: int = 64 * 1024
+    # Plivo gives up after 8 s; answer 503 well before, so that it retries rather than times out.
+    write_timeout: float = 5.0
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = "<hidden>"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def validated(self) -> Settings:
+        if not self.auth_tokens and not self.main_auth_tokens and not self.insecure_skip_verify:
+            raise ConfigError(
+                "no Plivo auth token: give --auth-token (or PLIVO_AUTH_TOKEN, comma-separated for "
+                "rotation), or --insecure-skip-verify to accept unsigned requests (never in "
+                "production)"
+            )
+        public_url = self.public_url
+        if public_url:
+            parts = urlsplit(public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError("--public-url must be an absolute http(s) URL")
+            if parts.query or parts.fragment:
+                raise ConfigError("--public-url must not have a query or a fragment")
+            public_url = public_url.rstrip("/")
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ConfigError("--admin-token must be at least 16 characters long")
+        return replace(self, public_url=public_url)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment a worker process needs to rebuild these settings."""
+        env = {
+            "PLIVOHOOK_DATABASE_URL": self.database_url,
+            "PLIVO_AUTH_TOKEN": ",".join(self.auth_tokens),
+            "PLIVO_MAIN_AUTH_TOKEN": ",".join(self.main_auth_tokens),
+            "PLIVOHOOK_PUBLIC_URL": self.public_url or "",
+            "PLIVOHOOK_TRUST_FORWARDED_HEADERS": "1" if self.trust_forwarded_headers else "",
+            "PLIVOHOOK_ADMIN_TOKEN": self.admin_token or "",
+            "PLIVOHOOK_AUTO_REPLY": self.auto_reply or "",
+            "PLIVOHOOK_INSECURE_SKIP_VERIFY": "1" if self.insecure_skip_verify else "",
+            "PLIVOHOOK_NONCE_RETENTION_SECONDS": str(int(self.nonce_retention.total_seconds())),
+        }
+        return env
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        retention = env.get("PLIVOHOOK_NONCE_RETENTION_SECONDS")
+        return cls(
+            database_url=env.get("PLIVOHOOK_DATABASE_URL") or cls.database_url,
+            auth_tokens=split_tokens(env.get("PLIVO_AUTH_TOKEN")),
+            main_auth_tokens=split_tokens(env.get("PLIVO_MAIN_AUTH_TOKEN")),
+            public_url=env.get("PLIVOHOOK_PUBLIC_URL") or None,
+            trust_forwarded_headers=bool(env.get("PLIVOHOOK_TRUST_FORWARDED_HEADERS")),
+            admin_token=env.get("PLIVOHOOK_ADMIN_TOKEN") or None,
+            auto_reply=env.get("PLIVOHOOK_AUTO_REPLY") or None,
+            insecure_skip_verify=bool(env.get("PLIVOHOOK_INSECURE_SKIP_VERIFY")),
+            nonce_retention=timedelta(seconds=int(retention)) if retention else cls.nonce_retention,
+        )

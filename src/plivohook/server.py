@@ -1,0 +1,92 @@
+"""Running the app on uvicorn (uvloop + httptools), one process or several."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import urllib.request
+
+import uvicorn
+
+from .app import create_app
+from .config import Settings
+
+__all__ = ["run"]
+
+
+def _ready_line(host: str, port: int, workers: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    plural = f" ({workers} workers)" if workers > 1 else ""
+    return f"plivohook ready on http://{shown}:{port}{plural}"
+
+
+class _Server(uvicorn.Server):
+    """Says it is ready only once the socket listens and the store is open."""
+
+    def __init__(self, config: uvicorn.Config, line: str):
+        super().__init__(config)
+        self._line = line
+
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().startup(sockets=sockets)
+        if not self.should_exit:
+            print(self._line, flush=True)
+
+
+def _config(app: object, host: str, port: int, log_level: str, **extra: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        # Slow clients must not pin a worker: idle keep-alive connections are closed quickly.
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def run(settings: Settings, *, host: str, port: int, workers: int, log_level: str) -> None:
+    line = _ready_line(host, port, workers)
+    if workers == 1:
+        server = _Server(_config(create_app(settings), host, port, log_level), line)
+        server.run()
+        if not server.started:
+            sys.exit(3)
+        return
+    # Worker processes are spawned afresh: they rebuild the settings from the environment.
+    os.environ.update(settings.to_env())
+    config = _config(
+        "plivohook.app:create_app_from_env", host, port, log_level, factory=True, workers=workers
+    )
+    threading.Thread(target=_announce, args=(host, port, line), daemon=True).start()
+    _run_multi(config)
+
+
+def _run_multi(config: uvicorn.Config) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    server = uvicorn.Server(config)
+    Multiprocess(config, target=server.run, sockets=[sock]).run()
+
+
+def _announce(host: str, port: int, line: str) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - the address we listen on, not one we bind
+        shown = "127.0.0.1"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{shown}:{port}/healthz", timeout=1):
+                print(line, flush=True)
+                return
+        except OSError:
+            time.sleep(0.1)
