@@ -116,7 +116,7 @@ def test_token_rotation_accepts_either_token(db_url):
 
 def test_signed_but_malformed_request_is_kept_in_rejections(harness):
     params = [(k, v) for k, v in sms("not-a-uuid") if k != "From"]
-    response = harness.post("/plivo/message", params + [("Units", "x")])
+    response = harness.post("/plivo/message", [*params, ("Units", "x")])
     assert response.status_code == 400
     assert "MessageUUID" in response.text and "From" in response.text
     assert harness.counts()["messages"] == 0
@@ -213,7 +213,7 @@ def test_unsigned_request_rejected_even_with_valid_form(harness):
 def test_public_url_is_what_is_checked(db_url):
     public = "https://hooks.example.com"
     for harness in make_harness(db_url, public_url=public):
-        url, headers, body = signed_request(
+        _url, headers, body = signed_request(
             public + "/plivo/message", sms(new_uuid()), TOKEN, ("v2",)
         )
         response = harness.client.post(BASE + "/plivo/message", content=body, headers=headers)
@@ -226,7 +226,7 @@ def test_forwarded_headers_count_only_when_trusted(db_url, tmp_path):
     signed_for = "https://public.example.org/plivo/message"
     for trusted in (False, True):
         for harness in make_harness(db_url, trust_forwarded_headers=trusted):
-            url, headers, body = signed_request(signed_for, sms(new_uuid()), TOKEN, ("v2",))
+            _url, headers, body = signed_request(signed_for, sms(new_uuid()), TOKEN, ("v2",))
             headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example.org"})
             response = harness.client.post(BASE + "/plivo/message", content=body, headers=headers)
             assert response.status_code == (200 if trusted else 403)
