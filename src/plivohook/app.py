@@ -131,9 +131,7 @@ class Webhooks:
 
         url = self._url(scope, headers, query)
         if self.settings.insecure_skip_verify:
-            verification = signature.Verification(True, None, variant="unverified")
             scheme_name = "none"
-            nonce = None
         else:
             verification = signature.verify_request(
                 method, url, headers, signed_params, self.auth_tokens, self.main_tokens
@@ -142,17 +140,8 @@ class Webhooks:
                 self.counters["signature_failures"] += 1
                 raise WebhookError(403, f"signature check failed: {verification.reason}")
             scheme_name = verification.scheme or "none"
-            nonce = headers.get(
-                signature.HEADER_V3_NONCE
-                if scheme_name in ("v3", "ma-v3")
-                else signature.HEADER_V2_NONCE
-            )
         fingerprint = request_fingerprint(kind, query, params)
-        claim = (
-            NonceClaim("v3" if scheme_name in ("v3", "ma-v3") else "v2", nonce, fingerprint)
-            if nonce is not None
-            else None
-        )
+        claim = None if self.settings.insecure_skip_verify else _nonce_claim(headers, fingerprint)
         received_at = _now()
         store = self._store()
         try:
@@ -294,6 +283,23 @@ class Webhooks:
             server = scope.get("server") or ("localhost", None)
             host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
         return f"{scheme}://{host}{suffix}"
+
+
+def _nonce_claim(headers: dict[str, str], fingerprint: str) -> NonceClaim | None:
+    """The nonce that guards this request against replay.
+
+    The V2 nonce whenever one came, even when V3 verified the request: V2 does not sign the
+    body, so a captured V2 pair is what a forger can replay with another body (stripping the V3
+    headers to dodge the body check). A V3 nonce cannot be replayed with another body at all,
+    so it is claimed only when no V2 nonce came.
+    """
+    nonce = headers.get(signature.HEADER_V2_NONCE)
+    if nonce is not None:
+        return NonceClaim("v2", nonce, fingerprint)
+    nonce = headers.get(signature.HEADER_V3_NONCE)
+    if nonce is not None:
+        return NonceClaim("v3", nonce, fingerprint)
+    return None
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

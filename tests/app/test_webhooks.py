@@ -230,3 +230,16 @@ def test_forwarded_headers_count_only_when_trusted(db_url, tmp_path):
             headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example.org"})
             response = harness.client.post(BASE + "/plivo/message", content=body, headers=headers)
             assert response.status_code == (200 if trusted else 403)
+
+
+def test_v2_pair_of_a_v3_request_cannot_be_replayed_with_another_body(harness):
+    """A forger strips V3 from a captured request and replays its V2 pair: refused."""
+    url, headers, body = signed_request(
+        BASE + "/plivo/message", sms(new_uuid()), TOKEN, ("v2", "v3")
+    )
+    assert harness.client.post(url, content=body, headers=headers).status_code == 200
+    v2_only = {k: v for k, v in headers.items() if not k.startswith("X-Plivo-Signature-V3")}
+    forged = form(sms(new_uuid(), text="forged"))
+    response = harness.client.post(url, content=forged, headers=v2_only)
+    assert response.status_code == 403
+    assert harness.counts()["messages"] == 1
