@@ -517,35 +517,15 @@ def test_refusal_fields():
         result.ok = True  # frozen
 
 
-# -- discrepancies found in signature.py (left for its owner; strict so a fix is noticed) -------
+# -- regressions: non-UTF-8 URLs round-trip; an empty trailing ;params is kept -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason=(
-        "signature.py bug: verify_v2/verify_v3 raise UnicodeEncodeError for a bytes URL that "
-        "is not valid UTF-8 (kept as surrogates by _text's surrogateescape), because "
-        "_iri_to_uri calls urllib.parse.quote with strict UTF-8; sign_v2/sign_v3 accept the "
-        "same URL, so a signature made by sign_v2 cannot be verified. Expected: a "
-        "Verification (ok for the genuine one)."
-    ),
-)
 @pytest.mark.parametrize("url", [b"https://example.com/\xff/sms", "https://example.com/\udcff"])
 def test_non_utf8_url_round_trip(url):
     assert verify_v2(url, NONCE, sign_v2(url, NONCE, TOKEN), TOKEN)
     assert verify_v3("POST", url, PARAMS, NONCE, sign_v3("POST", url, PARAMS, NONCE, TOKEN), TOKEN)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "signature.py discrepancy with reference 3.1 item 4 ('our reference keeps ;params'): an "
-        "empty ;params at the end of the path is dropped from the canonical form, because "
-        "urlunparse omits empty params; 'https://example.com/sms;' signs as "
-        "'https://example.com/sms' + nonce and the kept form is not tried as a variant."
-    ),
-)
 def test_empty_path_params_are_kept():
     url = "https://example.com/plivo/sms;"
     assert signature.string_to_sign_v2(url, NONCE) == url + NONCE

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl, quote, urlparse, urlunparse
+from urllib.parse import parse_qsl, quote, urlparse, urlsplit, urlunparse, urlunsplit
 
 __all__ = [
     "HEADER_MA_V2",
@@ -63,6 +63,7 @@ _HEADER_NAMES = {
     "v3": ("X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"),
     "ma-v3": ("X-Plivo-Signature-Ma-V3", "X-Plivo-Signature-V3-Nonce"),
 }
+_PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 _PCT_HIGH = re.compile(r"(?:%[89A-Fa-f][0-9A-Fa-f])+")
 
 
@@ -143,16 +144,17 @@ def _signature_entries(header: StrOrBytes | None) -> list[bytes]:
 
 
 def _base(url: str, keep_path_params: bool) -> tuple[str, str]:
+    if keep_path_params:
+        # urlsplit leaves ';params' (even an empty trailing ';') in the path, exactly as written.
+        split = urlsplit(url)
+        return urlunsplit((split.scheme, split.netloc, split.path, "", "")), split.query
     parts = urlparse(url)
-    # urlparse lower-cases the scheme; netloc and path stay exactly as written.
-    base = urlunparse(
-        (parts.scheme, parts.netloc, parts.path, parts.params if keep_path_params else "", "", "")
-    )
-    return base, parts.query
+    # What the SDK signs: urlparse lower-cases the scheme and drops the last segment's ;params.
+    return urlunparse((parts.scheme, parts.netloc, parts.path, "", "", "")), parts.query
 
 
 def _iri_to_uri(text: str) -> str:
-    return quote(text, safe="".join(chr(c) for c in range(0x21, 0x7F)))
+    return quote(text, safe=_PRINTABLE_ASCII, errors="surrogateescape")
 
 
 def _uri_to_iri(text: str) -> str:
