@@ -46,6 +46,9 @@ def _config(app: object, host: str, port: int, log_level: str, **extra: object) 
         log_level=log_level,
         access_log=False,
         server_header=False,
+        # The app decides what X-Forwarded-* may change (--trust-forwarded-headers); uvicorn's
+        # own proxy-header handling would trust them from 127.0.0.1 behind our back.
+        proxy_headers=False,
         # Slow clients must not pin a worker: idle keep-alive connections are closed quickly.
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,

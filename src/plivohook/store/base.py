@@ -159,8 +159,8 @@ def decode_cursor(cursor: str) -> int:
     """Raises ValueError for a cursor we did not make."""
     padded = cursor + "=" * (-len(cursor) % 4)
     value = int(base64.urlsafe_b64decode(padded.encode()).decode())
-    if value < 0:
-        raise ValueError("negative cursor")
+    if not 0 <= value < 2**63:  # a row id both databases can hold
+        raise ValueError("cursor out of range")
     return value
 
 

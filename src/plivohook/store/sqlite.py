@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -28,7 +29,6 @@ import orjson
 
 from .base import (
     MessageWrite,
-    NonceClaim,
     Outcome,
     Page,
     RejectionWrite,
@@ -65,8 +65,31 @@ def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+# NUL and lone surrogates (undecodable bytes kept by surrogateescape) cannot live in a text
+# column (PostgreSQL refuses them, JSON encoders too): both backends store U+FFFD instead.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def _row(*values: Any) -> tuple[Any, ...]:
+    return tuple(_clean(v) if isinstance(v, str) else v for v in values)
+
+
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # a lone surrogate: not UTF-8
+        return orjson.dumps(_clean(value)).decode()
+    return orjson.dumps(_clean(value)).decode() if "\\u0000" in text else text
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -131,94 +154,203 @@ def _split_sql(sql: str) -> list[str]:
 
 
 # -- the write semantics (base.Store.write), applied inside the writer's transaction -----------
+#
+# A batch is applied with a handful of multi-row statements rather than several statements per
+# operation: the writer shares one core with the event loop, and each statement is a trip through
+# the sqlite3 module. Order within the batch is kept: when two operations claim the same nonce or
+# MessageUUID, the first one wins, exactly as if they had come in separate transactions.
+
+_CHUNK = 200  # rows per statement: well under SQLite's limit on bound variables
 
 
-def _claim(conn: sqlite3.Connection, nonce: NonceClaim | None, now: str) -> str:
-    """'new', 'retry' or 'replay'."""
-    if nonce is None:
-        return "new"
-    cur = conn.execute(
-        "INSERT INTO nonces (key, fingerprint, seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        (nonce.key, nonce.fingerprint, now),
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _insert_returning(
+    conn: sqlite3.Connection, head: str, width: int, rows: list[tuple], tail: str
+) -> set[Any]:
+    inserted: set[Any] = set()
+    one = "(" + ", ".join("?" * width) + ")"
+    for chunk in _chunks(rows):
+        sql = f"{head} VALUES {', '.join([one] * len(chunk))} {tail}"
+        args = [value for row in chunk for value in row]
+        inserted.update(row[0] for row in conn.execute(sql, args))
+    return inserted
+
+
+def _select_in(conn: sqlite3.Connection, sql: str, keys: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for chunk in _chunks(sorted(set(keys))):
+        marks = ", ".join("?" * len(chunk))
+        found.update(conn.execute(sql.format(marks=marks), chunk).fetchall())
+    return found
+
+
+def _claims(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[str]:
+    """Per operation: 'new', 'retry' (same nonce, same content) or 'replay'."""
+    states = ["new"] * len(ops)
+    claimed = [(i, op.nonce) for i, op in enumerate(ops) if op.nonce is not None]
+    if not claimed:
+        return states
+    first: dict[str, int] = {}
+    rows = []
+    for i, nonce in claimed:
+        if nonce.key not in first:
+            first[nonce.key] = i
+            rows.append((nonce.key, nonce.fingerprint, _iso(ops[i].received_at)))
+    inserted = _insert_returning(
+        conn,
+        "INSERT INTO nonces (key, fingerprint, seen_at)",
+        3,
+        rows,
+        "ON CONFLICT DO NOTHING RETURNING key",
     )
-    if cur.rowcount == 1:
-        return "new"
-    (seen,) = conn.execute("SELECT fingerprint FROM nonces WHERE key = ?", (nonce.key,)).fetchone()
-    return "retry" if seen == nonce.fingerprint else "replay"
+    seen = _select_in(
+        conn,
+        "SELECT key, fingerprint FROM nonces WHERE key IN ({marks})",
+        [n.key for i, n in claimed if not (first[n.key] == i and n.key in inserted)],
+    )
+    for i, nonce in claimed:
+        if first[nonce.key] == i and nonce.key in inserted:
+            continue
+        states[i] = "retry" if seen.get(nonce.key) == nonce.fingerprint else "replay"
+    return states
 
 
-def _apply(conn: sqlite3.Connection, op: WriteOp) -> WriteResult:
-    received = _iso(op.received_at)
-    claim = _claim(conn, op.nonce, received)
-    if claim == "replay":
-        return WriteResult(Outcome.REPLAY)
-    again = Outcome.RETRY if claim == "retry" else Outcome.DUPLICATE
-    if isinstance(op, MessageWrite):
-        cur = conn.execute(
-            "INSERT INTO messages (message_uuid, from_number, to_number, type, text, media, params,"
-            " method, received_at, reply, signature_scheme, fingerprint)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_uuid) DO NOTHING",
-            (
-                op.message_uuid,
-                op.from_number,
-                op.to_number,
-                op.type,
-                op.text,
-                _json(list(op.media)),
-                _json(list(op.params)),
-                op.method,
-                received,
-                op.reply,
-                op.signature_scheme,
-                op.fingerprint,
-            ),
+def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResult]:
+    states = _claims(conn, ops)
+    results: list[WriteResult | None] = [None] * len(ops)
+    messages: list[int] = []
+    statuses: list[int] = []
+    rejections: list[tuple] = []
+    for i, op in enumerate(ops):
+        if states[i] == "replay":
+            results[i] = WriteResult(Outcome.REPLAY)
+        elif isinstance(op, MessageWrite):
+            messages.append(i)
+        elif isinstance(op, StatusWrite):
+            statuses.append(i)
+        elif isinstance(op, RejectionWrite):
+            if states[i] == "retry":
+                results[i] = WriteResult(Outcome.RETRY)
+            else:
+                results[i] = WriteResult(Outcome.STORED)
+                rejections.append(
+                    _row(
+                        op.method,
+                        op.path,
+                        op.query,
+                        _json([list(h) for h in op.headers]),
+                        bytes(op.body),
+                        op.reason,
+                        _iso(op.received_at),
+                        op.signature_scheme,
+                        op.fingerprint,
+                    )
+                )
+        else:
+            raise TypeError(f"unknown operation {type(op).__name__}")
+
+    if messages:
+        first: dict[str, int] = {}
+        rows = []
+        for i in messages:
+            op = ops[i]
+            assert isinstance(op, MessageWrite)
+            if op.message_uuid in first:
+                continue
+            first[op.message_uuid] = i
+            rows.append(
+                _row(
+                    op.message_uuid,
+                    op.from_number,
+                    op.to_number,
+                    op.type,
+                    op.text,
+                    _json(list(op.media)),
+                    _json(list(op.params)),
+                    op.method,
+                    _iso(op.received_at),
+                    op.reply,
+                    op.signature_scheme,
+                    op.fingerprint,
+                )
+            )
+        inserted = _insert_returning(
+            conn,
+            "INSERT INTO messages (message_uuid, from_number, to_number, type, text, media,"
+            " params, method, received_at, reply, signature_scheme, fingerprint)",
+            12,
+            rows,
+            "ON CONFLICT (message_uuid) DO NOTHING RETURNING message_uuid",
         )
-        if cur.rowcount == 1:
-            return WriteResult(Outcome.STORED, op.reply)
-        (reply,) = conn.execute(
-            "SELECT reply FROM messages WHERE message_uuid = ?", (op.message_uuid,)
-        ).fetchone()
-        return WriteResult(again, reply)
-    if isinstance(op, StatusWrite):
-        cur = conn.execute(
-            "INSERT INTO statuses (message_uuid, status, sequence, parent_message_uuid, error_code,"
-            " reply_to, params, method, received_at, signature_scheme, fingerprint)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO NOTHING",
-            (
-                op.message_uuid,
-                op.status,
-                op.sequence,
-                op.parent_message_uuid,
-                op.error_code,
-                op.reply_to,
-                _json(list(op.params)),
-                op.method,
-                received,
-                op.signature_scheme,
-                op.fingerprint,
-            ),
+        won = {i for i in messages if first[ops[i].message_uuid] == i}  # type: ignore[union-attr]
+        won = {i for i in won if ops[i].message_uuid in inserted}  # type: ignore[union-attr]
+        stored = _select_in(
+            conn,
+            "SELECT message_uuid, reply FROM messages WHERE message_uuid IN ({marks})",
+            [ops[i].message_uuid for i in messages if i not in won],  # type: ignore[union-attr]
         )
-        return WriteResult(Outcome.STORED if cur.rowcount == 1 else again)
-    if isinstance(op, RejectionWrite):
-        if claim == "retry":
-            return WriteResult(Outcome.RETRY)
-        conn.execute(
+        for i in messages:
+            op = ops[i]
+            assert isinstance(op, MessageWrite)
+            if i in won:
+                results[i] = WriteResult(Outcome.STORED, op.reply)
+            else:
+                outcome = Outcome.RETRY if states[i] == "retry" else Outcome.DUPLICATE
+                results[i] = WriteResult(outcome, stored[op.message_uuid])
+
+    if statuses:
+        first = {}
+        rows = []
+        for i in statuses:
+            op = ops[i]
+            assert isinstance(op, StatusWrite)
+            if op.fingerprint in first:
+                continue
+            first[op.fingerprint] = i
+            rows.append(
+                _row(
+                    op.fingerprint,
+                    op.message_uuid,
+                    op.status,
+                    op.sequence,
+                    op.parent_message_uuid,
+                    op.error_code,
+                    op.reply_to,
+                    _json(list(op.params)),
+                    op.method,
+                    _iso(op.received_at),
+                    op.signature_scheme,
+                )
+            )
+        inserted = _insert_returning(
+            conn,
+            "INSERT INTO statuses (fingerprint, message_uuid, status, sequence,"
+            " parent_message_uuid, error_code, reply_to, params, method, received_at,"
+            " signature_scheme)",
+            11,
+            rows,
+            "ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint",
+        )
+        for i in statuses:
+            op = ops[i]
+            assert isinstance(op, StatusWrite)
+            if first[op.fingerprint] == i and op.fingerprint in inserted:
+                results[i] = WriteResult(Outcome.STORED)
+            else:
+                results[i] = WriteResult(
+                    Outcome.RETRY if states[i] == "retry" else Outcome.DUPLICATE
+                )
+
+    if rejections:
+        conn.executemany(
             "INSERT INTO rejections (method, path, query, headers, body, reason, received_at,"
             " signature_scheme, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                op.method,
-                op.path,
-                op.query,
-                _json([list(h) for h in op.headers]),
-                bytes(op.body),
-                op.reason,
-                received,
-                op.signature_scheme,
-                op.fingerprint,
-            ),
+            rejections,
         )
-        return WriteResult(Outcome.STORED)
-    raise TypeError(f"unknown operation {type(op).__name__}")
+    return results  # type: ignore[return-value]
 
 
 # -- rows to API dicts --------------------------------------------------------------------------
@@ -373,25 +505,17 @@ class SQLiteStore(Store):
                 return
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        results: list[WriteResult | BaseException] = []
+        results: list[WriteResult | BaseException]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, _future, _loop in batch:
-                # A savepoint per operation: one bad operation must not undo the others.
-                conn.execute("SAVEPOINT op")
-                try:
-                    results.append(_apply(conn, op))
-                    conn.execute("RELEASE op")
-                except (sqlite3.Error, ValueError, TypeError) as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append(StoreUnavailable(f"the write failed: {exc}"))
+            results = list(_apply_batch(conn, [op for op, _future, _loop in batch]))
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            # All or nothing: Plivo retries every request of a failed batch (503), and a retry
+            # of one that did commit elsewhere gets its stored answer.
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            failure = StoreUnavailable(f"the commit failed: {exc}")
-            results = [failure] * len(batch)
+            results = [StoreUnavailable(f"the commit failed: {exc}")] * len(batch)
         self._count(results)
         _resolve_all(batch, results)
 

@@ -1,0 +1,3 @@
+from plivohook.cli import main
+
+main()
