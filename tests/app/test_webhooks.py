@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from plivohook.cli import signed_request
 from tests.app.conftest import BASE, MAIN_TOKEN, TOKEN, form, make_harness, sms
@@ -243,3 +245,37 @@ def test_v2_pair_of_a_v3_request_cannot_be_replayed_with_another_body(harness):
     response = harness.client.post(url, content=forged, headers=v2_only)
     assert response.status_code == 403
     assert harness.counts()["messages"] == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "a=1",
+        "a=1&&b=2&",
+        "k",
+        "k=&=v",
+        "a=%20b+c%2B&a=2",
+        "x=%ff%fe&y=caf%C3%A9",
+        "%41%42=%",
+        "a=b=c",
+        "+=+",
+        "emoji=%F0%9F%98%80",
+    ],
+)
+def test_form_pairs_is_parse_qsl(text):
+    from urllib.parse import parse_qsl
+
+    from plivohook.app import form_pairs
+
+    expected = parse_qsl(text, keep_blank_values=True, errors="surrogateescape")
+    assert form_pairs(text) == expected
+
+
+@given(st.text(alphabet="ab=&+%0fF9 é", max_size=40))
+def test_form_pairs_matches_parse_qsl_on_any_text(text):
+    from urllib.parse import parse_qsl
+
+    from plivohook.app import form_pairs
+
+    assert form_pairs(text) == parse_qsl(text, keep_blank_values=True, errors="surrogateescape")

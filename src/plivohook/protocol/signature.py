@@ -13,6 +13,7 @@ which token matched except by its index.
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,9 +120,22 @@ def normalize_params(params: Params) -> dict[str, list[str]]:
     return result
 
 
-def _tokens(auth_tokens: Tokens) -> list[tuple[int, bytes]]:
+def _tokens(auth_tokens: Tokens) -> tuple[tuple[int, bytes], ...]:
     if auth_tokens is None:
-        return []
+        return ()
+    if isinstance(auth_tokens, str | bytes | tuple):
+        return _cached_tokens(auth_tokens)  # a server checks the same tokens every time
+    return _token_keys(auth_tokens)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_tokens(
+    auth_tokens: StrOrBytes | tuple[StrOrBytes, ...],
+) -> tuple[tuple[int, bytes], ...]:
+    return _token_keys(auth_tokens)
+
+
+def _token_keys(auth_tokens: StrOrBytes | Sequence[StrOrBytes]) -> tuple[tuple[int, bytes], ...]:
     if isinstance(auth_tokens, str | bytes):
         auth_tokens = [auth_tokens]
     keys = []
@@ -129,7 +143,7 @@ def _tokens(auth_tokens: Tokens) -> list[tuple[int, bytes]]:
         key = token if isinstance(token, bytes) else _utf8(token)
         if key:  # an empty key would make every forger's job trivial
             keys.append((index, key))
-    return keys
+    return tuple(keys)
 
 
 def _signature_entries(header: StrOrBytes | None) -> list[bytes]:
@@ -166,14 +180,19 @@ def _uri_to_iri(text: str) -> str:
     return _PCT_HIGH.sub(decode, text)
 
 
-def base_url_variants(url: StrOrBytes) -> list[tuple[str, str, str]]:
+def base_url_variants(url: StrOrBytes) -> tuple[tuple[str, str, str], ...]:
     """Every plausible signed form of ``url``: ``(variant name, base, query)``, canonical first.
 
     The canonical form is the reference's (``;params`` kept, UTF-8 as written); the others are what
     the Python SDK does (``;params`` dropped) and the percent-encoded or decoded form of non-ASCII
     characters, since a URL registered with Plivo as an IRI reaches us percent-encoded.
     """
-    text = _text(url)
+    return _variants(_text(url))
+
+
+@functools.lru_cache(maxsize=1024)
+def _variants(text: str) -> tuple[tuple[str, str, str], ...]:
+    # Cached: a receiver sees a handful of URLs (its routes) over and over.
     base, query = _base(text, keep_path_params=True)
     variants = [("canonical", base, query)]
     sdk_base, _ = _base(text, keep_path_params=False)
@@ -185,7 +204,7 @@ def base_url_variants(url: StrOrBytes) -> list[tuple[str, str, str]]:
         decoded = _uri_to_iri(candidate)
         if decoded != candidate:
             variants.append((f"{name}+iri-decoded", decoded, query))
-    return variants
+    return tuple(variants)
 
 
 # -- strings to sign ----------------------------------------------------------------------------
@@ -195,22 +214,42 @@ def _v2_string(base: str, nonce: str) -> str:
     return base + nonce
 
 
-def _v3_string(method: str, base: str, query: str, params: dict[str, list[str]], nonce: str) -> str:
-    query_map: dict[str, list[str]] = {}
+@functools.lru_cache(maxsize=1024)
+def _query_map(query: str) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
-        query_map.setdefault(key, []).append(value)
+        result.setdefault(key, []).append(value)
+    return result
+
+
+def _sorted_pairs(params: Params) -> list[tuple[str, str]]:
+    """Params as (key, value) pairs sorted by key then value: the order the SDK signs them in."""
+    if isinstance(params, list | tuple) and all(
+        type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str
+        for pair in params
+    ):
+        return sorted(params)  # the common case, form pairs from parse_qsl: no regrouping
+    normalized = normalize_params(params)
+    return [(k, v) for k in sorted(normalized) for v in sorted(normalized[k])]
+
+
+def _v3_suffix(method: str, query: str, params: Params, nonce: str) -> str:
+    """What V3 signs after the base URL; the same for every form of the URL."""
+    query_map = _query_map(query)
     if method == "GET":
-        merged = dict(params)
+        merged: dict[str, list[str]] = {}
+        for key, value in _sorted_pairs(params):
+            merged.setdefault(key, []).append(value)
         merged.update(query_map)  # the SDK lets a key in the URL's query replace the params' one
         qs = "&".join(f"{k}={v}" for k in sorted(merged) for v in sorted(merged[k]))
-        signed = base + ("?" + qs if qs else "")
+        signed = "?" + qs if qs else ""
     else:
         qs = "&".join(f"{k}={v}" for k in sorted(query_map) for v in sorted(query_map[k]))
-        if params:
-            body = "".join(f"{k}{v}" for k in sorted(params) for v in sorted(params[k]))
-            signed = base + "?" + (qs + "." if qs else "") + body
+        pairs = _sorted_pairs(params)
+        if pairs:
+            signed = "?" + (qs + "." if qs else "") + "".join([k + v for k, v in pairs])
         else:
-            signed = base + ("?" + qs if qs else "")
+            signed = "?" + qs if qs else ""
     return signed + "." + nonce
 
 
@@ -231,7 +270,7 @@ def string_to_sign_v3(
 ) -> str:
     """The exact text that V3 signs: method-dependent URL, sorted params, ``.`` and the nonce."""
     base, query = _base(_text(url), keep_path_params=True)
-    return _v3_string(_method(method), base, query, normalize_params(params), _text(nonce))
+    return base + _v3_suffix(_method(method), query, params, _text(nonce))
 
 
 def _hmac_b64(key: bytes, message: str) -> bytes:
@@ -336,12 +375,9 @@ def verify_v3(
         verb = _method(method)
     except ValueError as exc:
         return Verification(False, scheme, reason=str(exc))
-    nonce_text = _text(nonce)
-    normalized = normalize_params(params)
-    strings = [
-        (name, _v3_string(verb, base, query, normalized, nonce_text))
-        for name, base, query in base_url_variants(url)
-    ]
+    variants = base_url_variants(url)
+    suffix = _v3_suffix(verb, variants[0][2], params, _text(nonce))
+    strings = [(name, base + suffix) for name, base, _query in variants]
     return _verify(scheme, strings, signature_header, auth_tokens)
 
 
