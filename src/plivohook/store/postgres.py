@@ -1,11 +1,13 @@
 """The PostgreSQL backend: several workers and machines share one database and one truth.
 
-Driver: psycopg 3 (async, libpq binary build) with psycopg_pool. Measured on the write path
-(``select plivohook_apply($1)``, one group commit per call, local server): 0.34-0.42 ms per
-one-op batch and 9-10 ms per 256-op batch with psycopg against 0.44-0.52 ms and 8-11 ms with
-asyncpg 0.32, i.e. the same within noise, because the server's commit and the function dominate;
-asyncpg's pool even costs an extra reset round trip per acquire unless told otherwise. psycopg is
-already a declared dependency, so it is the one.
+Driver: psycopg 3 (async, libpq binary build). Measured on the hot path, the write path
+(``select plivohook_apply($1)``, one group commit per call, local server, both pooled):
+0.34-0.42 ms per one-op batch and 9-10 ms per 256-op batch with psycopg against 0.44-0.52 ms and
+8-11 ms with asyncpg 0.32 -- the same within noise, as the server's commit and the function
+dominate (asyncpg's bare round trip is ~25 us faster, its pool's reset costs a round trip per
+acquire). psycopg is already a declared dependency, so it is the one. Connections come from a
+small pool of our own (:class:`_Pool`): it fails at once while the database is down and serves
+at once when it is back, which psycopg_pool's background reconnect with backoff did not.
 
 Group commit: :meth:`PostgresStore.write` encodes its operation to a JSON fragment, queues it with
 a future and waits. One writer task takes everything queued (up to ``batch_max``), sends it as one
@@ -22,8 +24,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +35,6 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb, set_json_loads
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .base import (
     MessageWrite,
@@ -175,6 +177,108 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _alive(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection is still up, without a round trip.
+
+    A terminated backend leaves its FATAL message and then EOF in the socket: reading what is
+    there (twice: the message, then the EOF) marks the connection bad before we send anything.
+    """
+    pgconn = conn.pgconn
+    try:
+        for _ in range(2):
+            if pgconn.status != pq.ConnStatus.OK:
+                return False
+            pgconn.consume_input()
+    except psycopg.OperationalError:
+        return False
+    return pgconn.status == pq.ConnStatus.OK
+
+
+class _Pool:
+    """Connections made on demand, at most ``max_size``; no background task.
+
+    psycopg_pool reconnects in the background with an exponential backoff: measured with a proxy
+    cut for 8 s, every write waited out the whole timeout during the outage and writes still
+    failed for 6.5 s after the database was back. Here a request that finds no live idle
+    connection connects itself: refused at once while the database is down, served at once when
+    it is back. Idle connections are checked without a round trip before use (see _alive).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
+        *,
+        min_size: int,
+        max_size: int,
+        max_lifetime: float = 3600.0,
+        max_idle: float = 600.0,
+    ) -> None:
+        self._connect = connect
+        self._min_size = min_size
+        self._slots = asyncio.Semaphore(max_size)
+        self._idle: list[tuple[psycopg.AsyncConnection[Any], float]] = []  # (conn, idle since)
+        self._born: dict[psycopg.AsyncConnection[Any], float] = {}
+        self._max_lifetime = max_lifetime
+        self._max_idle = max_idle
+        self._closed = False
+
+    async def fill(self) -> None:
+        """Open ``min_size`` connections now (so that open() fails early if it cannot)."""
+        conns = await asyncio.gather(*(self._new() for _ in range(self._min_size)))
+        now = time.monotonic()
+        self._idle.extend((conn, now) for conn in conns)
+
+    async def _new(self) -> psycopg.AsyncConnection[Any]:
+        conn = await self._connect()
+        self._born[conn] = time.monotonic()
+        return conn
+
+    async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._born.pop(conn, None)
+        with contextlib.suppress(psycopg.Error, OSError):
+            await conn.close()
+
+    async def acquire(self) -> psycopg.AsyncConnection[Any]:
+        if self._closed:
+            raise psycopg.OperationalError("the connection pool is closed")
+        await self._slots.acquire()
+        try:
+            while self._idle:
+                conn, _ = self._idle.pop()  # the most recently used: the others may expire
+                born = self._born.get(conn, 0.0)
+                if time.monotonic() - born < self._max_lifetime and _alive(conn):
+                    return conn
+                await self._discard(conn)
+            return await self._new()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            pgconn = conn.pgconn
+            if (
+                self._closed
+                or pgconn.status != pq.ConnStatus.OK
+                or pgconn.transaction_status != pq.TransactionStatus.IDLE
+            ):
+                await self._discard(conn)
+                return
+            now = time.monotonic()
+            self._idle.append((conn, now))
+            while len(self._idle) > self._min_size and now - self._idle[0][1] > self._max_idle:
+                stale, _ = self._idle.pop(0)
+                await self._discard(stale)
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            await self._discard(conn)
+
+
 class _Pending:
     __slots__ = ("data", "future")
 
@@ -219,11 +323,13 @@ class PostgresStore(Store):
         self._batch_wait = batch_wait
         self._timeout = timeout
         self.stats = StoreStats()
-        self._pool: AsyncConnectionPool | None = None
+        self._pool: _Pool | None = None
         self._queue: deque[_Pending] = deque()
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._state = "new"  # new -> open -> closing -> closed
+        self._warned_at = float("-inf")
+        self._failed_ops = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -233,19 +339,11 @@ class PostgresStore(Store):
         if self._state != "new":
             raise StoreError("a closed store cannot be opened again: make a new one")
         await self.migrate()
-        pool: AsyncConnectionPool = AsyncConnectionPool(
-            self._url,
-            kwargs=self._kwargs,
-            min_size=self._pool_min,
-            max_size=self._pool_max,
-            open=False,
-            configure=self._configure,
-            name="plivohook",
-            timeout=self._timeout,
-        )
+        pool = _Pool(self._new_connection, min_size=self._pool_min, max_size=self._pool_max)
         try:
-            await pool.open(wait=True, timeout=self._timeout)
-        except (psycopg.Error, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                await pool.fill()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
             await pool.close()
             raise StoreUnavailable(self._reason("cannot connect to PostgreSQL", exc)) from None
         self._pool = pool
@@ -268,11 +366,17 @@ class PostgresStore(Store):
             await self._pool.close()
             self._state = "closed"
 
-    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        set_json_loads(orjson.loads, conn)
-        await conn.execute(
-            f"SET TIME ZONE 'UTC'; SET statement_timeout = {int(self._timeout * 1000)}"
-        )
+    async def _new_connection(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
+        try:
+            set_json_loads(orjson.loads, conn)
+            await conn.execute(
+                f"SET TIME ZONE 'UTC'; SET statement_timeout = {int(self._timeout * 1000)}"
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def migrate(self) -> list[int]:
         """Apply the pending migrations; return the versions this call applied (maybe none).
@@ -315,7 +419,7 @@ class PostgresStore(Store):
 
     def _reason(self, what: str, exc: BaseException) -> str:
         """A short, secret-free reason for StoreUnavailable."""
-        if isinstance(exc, PoolTimeout | TimeoutError):
+        if isinstance(exc, TimeoutError):
             detail = f"no answer within {self._timeout:g} s"
         else:
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -325,23 +429,6 @@ class PostgresStore(Store):
             detail = detail[:200]
         return f"{what}: {detail}"
 
-    @staticmethod
-    def _alive(conn: psycopg.AsyncConnection[Any]) -> bool:
-        """Whether an idle connection is still up, without a round trip.
-
-        A terminated backend leaves its FATAL message and then EOF in the socket: reading what is
-        there (twice: the message, then the EOF) marks the connection bad before we send anything.
-        """
-        pgconn = conn.pgconn
-        try:
-            for _ in range(2):
-                if pgconn.status != pq.ConnStatus.OK:
-                    return False
-                pgconn.consume_input()
-        except psycopg.OperationalError:
-            return False
-        return pgconn.status == pq.ConnStatus.OK
-
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A live pooled connection; connection trouble becomes StoreUnavailable."""
@@ -350,20 +437,13 @@ class PostgresStore(Store):
             raise StoreUnavailable("the store is not open")
         try:
             async with asyncio.timeout(self._timeout):
-                for _ in range(self._pool_max + 1):
-                    conn = await pool.getconn()
-                    if self._alive(conn):
-                        break
-                    await conn.close()  # the pool replaces a closed connection
-                    await pool.putconn(conn)
-                else:
-                    raise StoreUnavailable("no live database connection")
+                conn = await pool.acquire()
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
         try:
             yield conn
         finally:
-            await pool.putconn(conn)
+            await pool.release(conn)
 
     async def ping(self) -> None:
         try:
@@ -418,6 +498,15 @@ class PostgresStore(Store):
                 log.exception("group commit failed unexpectedly")
                 self._fail(batch, StoreError(f"internal store error: {type(exc).__name__}"))
 
+    def _warn_unavailable(self, size: int, exc: StoreUnavailable) -> None:
+        """Log failed batches, at most once a second: an outage must not flood the log."""
+        self._failed_ops += size
+        now = time.monotonic()
+        if now - self._warned_at >= 1.0:
+            log.warning("%d operations not stored: %s", self._failed_ops, exc)
+            self._warned_at = now
+            self._failed_ops = 0
+
     @staticmethod
     def _fail(batch: Sequence[_Pending], exc: StoreError) -> None:
         for pending in batch:
@@ -429,7 +518,7 @@ class PostgresStore(Store):
         try:
             results = await self._apply([pending.data for pending in batch])
         except StoreUnavailable as exc:
-            log.warning("group commit of %d operations failed: %s", len(batch), exc)
+            self._warn_unavailable(len(batch), exc)
             self._fail(batch, exc)
             return
         except psycopg.Error as exc:
