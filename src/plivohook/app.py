@@ -532,6 +532,15 @@ class PlivohookApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
         if self.started:
+            stats = self.store.stats
+            if stats.batches:
+                log.info(
+                    "group commit: %d operations in %d batches (%.1f on average, %d at most)",
+                    stats.operations,
+                    stats.batches,
+                    stats.operations / stats.batches,
+                    stats.largest_batch,
+                )
             await self.store.close()
             self.started = False
 

@@ -76,9 +76,9 @@ def run(settings: Settings, *, host: str, port: int, workers: int, log_level: st
 def _run_multi(config: uvicorn.Config) -> None:
     from uvicorn.supervisors import Multiprocess
 
+    # uvicorn's supervisor replaces a worker that dies (SIGKILL, crash) while the others serve.
     sock = config.bind_socket()
-    server = uvicorn.Server(config)
-    Multiprocess(config, target=server.run, sockets=[sock]).run()
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def _announce(host: str, port: int, line: str) -> None:

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,10 +61,12 @@ class Server:
         )
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         try:
-            self._ready.get(timeout=timeout)
+            line = self._ready.get(timeout=timeout)
         except queue.Empty:
+            line = "timed out"
+        if not line.startswith("plivohook ready on "):
             self.stop()
-            raise AssertionError("server not ready:\n" + "\n".join(self.lines)) from None
+            raise AssertionError(f"server not ready ({line}):\n" + "\n".join(self.lines))
         return self
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:

@@ -211,3 +211,20 @@ def test_ready_line_and_healthz(server_factory, tmp_path):
     started = time.monotonic()
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok", "database": "ok"}
     assert time.monotonic() - started < 5
+
+
+def test_forwarded_headers_are_ignored_unless_trusted(server_factory, tmp_path):
+    """uvicorn would trust X-Forwarded-Proto from 127.0.0.1 by itself; plivohook must not."""
+    from plivohook.cli import signed_request
+
+    for trusted in (False, True):
+        args = ("--trust-forwarded-headers",) if trusted else ()
+        server = server_factory(f"sqlite:///{tmp_path}/f{trusted}.db", *args).start()
+        signed_for = "https://public.example.org/plivo/message"
+        _, headers, body = signed_request(
+            signed_for, [("From", "1415"), ("To", "1416"), ("Text", "x"),
+                         ("MessageUUID", str(uuid.uuid4()))], TOKEN, ("v2",)
+        )  # fmt: skip
+        headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example.org"})
+        response = httpx.post(server.url + "/plivo/message", content=body, headers=headers)
+        assert response.status_code == (200 if trusted else 403), response.text
