@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import secrets
 import socket
 import time
 from typing import Any
@@ -11,11 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from plivohook.store.base import Outcome, StoreUnavailable
+from plivohook.store.base import Outcome, StoreError, StoreUnavailable
 from plivohook.store.migrate import load_migrations
 from plivohook.store.postgres import PostgresStore
 
-from . import arun, message, nonce
+from . import arun, message, nonce, status
 from .conftest import create_database, database_url, drop_database
 
 STORED, DUPLICATE, RETRY, REPLAY = Outcome.STORED, Outcome.DUPLICATE, Outcome.RETRY, Outcome.REPLAY
@@ -361,6 +363,34 @@ def test_a_stuck_lock_times_out_instead_of_hanging(postgres_url: str) -> None:
                 await holder.rollback()
             result = await store.write(message("m1", claim=nonce("stuck", "fp")))
             assert result.outcome is STORED
+        finally:
+            await store.close()
+
+    arun(body())
+
+
+def test_an_operation_the_database_refuses_fails_alone(postgres_url: str) -> None:
+    """A MessageUUID too long for its unique index: that write fails, its batch-mates commit."""
+    huge = secrets.token_hex(8000)
+
+    async def body() -> None:
+        store = PostgresStore(postgres_url)
+        await store.open()
+        try:
+            results = await asyncio.gather(
+                store.write(message("ok-1")),
+                store.write(message(huge)),
+                store.write(message("ok-2")),
+                return_exceptions=True,
+            )
+            assert [getattr(r, "outcome", None) for r in results] == [STORED, None, STORED]
+            assert isinstance(results[1], StoreError)
+            assert not isinstance(results[1], StoreUnavailable)
+            assert huge not in str(results[1])
+            assert (await store.counts())["messages"] == 2
+            too_big = dataclasses.replace(status("o1", "sent", sequence=1), sequence=2**63)
+            with pytest.raises(StoreError):
+                await store.write(too_big)
         finally:
             await store.close()
 

@@ -479,13 +479,18 @@ def test_text_that_text_columns_cannot_hold_is_kept_with_replacement_characters(
     """NUL, and lone surrogates (undecodable bytes kept by surrogateescape), become U+FFFD."""
 
     async def body(s: Store) -> None:
-        text = "a\x00b caf" + b"\xe9".decode("utf-8", "surrogateescape")
+        text = "a\x00b " + b"caf\xe9 \xe2\x82x".decode("utf-8", "surrogateescape")
+        kept = "a\ufffdb caf\ufffd \ufffd\ufffdx"  # one U+FFFD per NUL or lone surrogate
         op = message("m1", text=text, params=[("Text", text)])
         assert (await s.write(op)).outcome is STORED
         assert (await s.write(op)).outcome is DUPLICATE
         got = await s.get_message("m1")
-        assert got["text"] == "a\ufffdb caf\ufffd"
-        assert got["params"] == [["Text", "a\ufffdb caf\ufffd"]]
+        assert got["text"] == kept
+        assert got["params"] == [["Text", kept]]
+        # lookups with such text find nothing rather than fail
+        assert await s.get_message("m\x00") is None
+        assert await s.get_statuses("m\udce9") == []
+        assert (await s.list_messages(from_number="\x00", to_number="\udce9")).items == []
 
     run(store, body)
 

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -80,18 +81,15 @@ def _raw_json(payload: bytes) -> bytes:
     return payload
 
 
-def _clean(value: Any) -> Any:
-    """Make strings storable in PostgreSQL text: NUL and lone surrogates become U+FFFD.
+# NUL and lone surrogates (undecodable bytes kept by surrogateescape) cannot live in a text
+# column: each becomes U+FFFD, exactly as in the SQLite backend.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
-    Lone surrogates are what ``errors="surrogateescape"`` made of undecodable bytes; those bytes
-    are decoded again with "replace". Only used on the rare operation that needs it.
-    """
+
+def _clean(value: Any) -> Any:
+    """``value`` with every NUL and lone surrogate in its strings replaced by U+FFFD."""
     if isinstance(value, str):
-        try:
-            data = value.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            data = value.encode("utf-8", "surrogatepass")
-        return data.decode("utf-8", "replace").replace("\x00", "\ufffd")
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
     if isinstance(value, dict):
         return {_clean(k): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -314,7 +312,9 @@ class PostgresStore(Store):
             raise ValueError("invalid PostgreSQL URL") from None
         self._url = url
         self._password = str(params.get("password") or "")
-        self._kwargs: dict[str, Any] = {"autocommit": True}
+        # No server-side prepared statements: nothing to gain for one-statement batches, and
+        # it keeps the store usable behind PgBouncer in transaction mode.
+        self._kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         if "application_name" not in params:
             self._kwargs["application_name"] = "plivohook"
         self._pool_min = pool_min
@@ -370,8 +370,12 @@ class PostgresStore(Store):
         conn = await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
         try:
             set_json_loads(orjson.loads, conn)
+            # One round trip: UTC, the statement bound, and durable commits even where the
+            # server says synchronous_commit=off (a stronger setting such as remote_apply stays).
             await conn.execute(
-                f"SET TIME ZONE 'UTC'; SET statement_timeout = {int(self._timeout * 1000)}"
+                f"SET TIME ZONE 'UTC'; SET statement_timeout = {int(self._timeout * 1000)};"
+                " SELECT set_config('synchronous_commit', 'on', false)"
+                " WHERE current_setting('synchronous_commit') = 'off'"
             )
         except BaseException:
             await conn.close()
@@ -619,12 +623,12 @@ class PostgresStore(Store):
             params.append(before)
         if from_number is not None:
             where.append("m.from_number = %s")
-            params.append(from_number)
+            params.append(_clean(from_number))
         if to_number is not None:
             where.append("m.to_number = %s")
-            params.append(to_number)
+            params.append(_clean(to_number))
         if q:
-            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            escaped = _clean(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append("m.text ILIKE %s ESCAPE '\\'")
             params.append(f"%{escaped}%")
         params.append(limit + 1)
