@@ -286,10 +286,13 @@ class _Pending:
 
 
 class PostgresStore(Store):
-    """A :class:`Store` on PostgreSQL 12 or newer.
+    """A :class:`Store` on PostgreSQL 12 or newer (tested on 15).
 
-    ``timeout`` (seconds) bounds the wait for a pooled connection and every statement (server
-    ``statement_timeout``), so a write fails with StoreUnavailable instead of hanging.
+    ``pool_min`` connections are opened by :meth:`open`, at most ``pool_max`` are ever open (the
+    writer uses one at a time, reads the others). ``batch_max`` bounds a group commit and
+    ``batch_wait`` (seconds) lets the writer wait for more operations before each one (0: never).
+    ``timeout`` (seconds) bounds the wait for a connection and every statement (server
+    ``statement_timeout``), so that a write fails with StoreUnavailable instead of hanging.
     """
 
     def __init__(
@@ -421,10 +424,10 @@ class PostgresStore(Store):
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _reason(self, what: str, exc: BaseException) -> str:
+    def _reason(self, what: str, exc: BaseException, seconds: float | None = None) -> str:
         """A short, secret-free reason for StoreUnavailable."""
         if isinstance(exc, TimeoutError):
-            detail = f"no answer within {self._timeout:g} s"
+            detail = f"no answer within {seconds or self._timeout:g} s"
         else:
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             detail = lines[0] if lines else type(exc).__name__
@@ -450,13 +453,14 @@ class PostgresStore(Store):
             await pool.release(conn)
 
     async def ping(self) -> None:
+        seconds = min(self._timeout, 2.0)
         try:
-            async with asyncio.timeout(min(self._timeout, 2.0)), self._connection() as conn:
+            async with asyncio.timeout(seconds), self._connection() as conn:
                 await conn.execute("SELECT 1")
         except StoreUnavailable:
             raise
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
+            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc, seconds)) from None
 
     async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
