@@ -28,7 +28,7 @@ from .protocol import signature
 from .protocol.params import ParamsError, parse_message, parse_status
 from .protocol.xml import Response as XMLResponse
 from .protocol.xml import XMLValidationError, reply_to
-from .store import Store, StoreUnavailable, open_store
+from .store import Store, StoreError, StoreUnavailable, open_store
 from .store.base import (
     MessageWrite,
     NonceClaim,
@@ -161,7 +161,7 @@ class Webhooks:
         try:
             parsed = parse_message(params) if kind == "message" else parse_status(params)
         except ParamsError as exc:
-            op: Any = RejectionWrite(
+            rejection = RejectionWrite(
                 method=method,
                 path=scope.get("path", ""),
                 query=query,
@@ -173,11 +173,10 @@ class Webhooks:
                 fingerprint=fingerprint,
                 nonce=claim,
             )
-            result = await self._write(store, op)
-            if result.outcome is Outcome.REPLAY:
-                raise WebhookError(403, "nonce already used by another request") from None
+            await self._reject(store, rejection)
             raise WebhookError(400, f"malformed request: {exc}") from None
 
+        op: Any
         if kind == "message":
             reply = self._reply(parsed)
             op = MessageWrite(
@@ -214,7 +213,29 @@ class Webhooks:
                 fingerprint=request_fingerprint("status", "", params),
                 nonce=claim,
             )
-        result = await self._write(store, op)
+        try:
+            result = await self._write(store, op)
+        except StoreError as exc:
+            # The database refused this one request's data (not its health): keep it whole for
+            # inspection like any malformed request, rather than answering 500 forever.
+            log.warning("the store refused %s %s: %s", method, scope.get("path"), exc)
+            reason = f"the database refused it: {exc}"
+            await self._reject(
+                store,
+                RejectionWrite(
+                    method=method,
+                    path=scope.get("path", ""),
+                    query=query,
+                    headers=[(k, v) for k, v in headers.items() if k not in REDACTED_HEADERS],
+                    body=body,
+                    reason=reason,
+                    received_at=received_at,
+                    signature_scheme=scheme_name,
+                    fingerprint=fingerprint,
+                    nonce=None,  # the nonce is already claimed by the refused write, or never
+                ),
+            )
+            raise WebhookError(400, reason) from None
         if result.outcome is Outcome.REPLAY:
             self.counters["replays_refused"] += 1
             raise WebhookError(403, "nonce already used by another request")
@@ -222,6 +243,17 @@ class Webhooks:
             self.counters[f"{kind}_{result.outcome.value}"] += 1
         answer = result.reply.encode() if result.reply else EMPTY_RESPONSE
         return 200, answer, _XML_HEADERS
+
+    async def _reject(self, store: Store, rejection: RejectionWrite) -> None:
+        """Keep a signed request that cannot be stored as a message; raises the answer to give."""
+        try:
+            result = await self._write(store, rejection)
+        except StoreError as exc:  # not even the rejection fits: say so, Plivo retries
+            log.error("could not keep a rejected request: %s", exc)
+            raise WebhookError(503, "database refused the request, retry later") from None
+        self.counters["rejections"] += 1
+        if result.outcome is Outcome.REPLAY:
+            raise WebhookError(403, "nonce already used by another request")
 
     async def _write(self, store: Store, op: Any) -> Any:
         try:

@@ -557,13 +557,13 @@ class SQLiteStore(Store):
             args.append(decode_cursor(cursor))
         if from_number:
             where.append("m.from_number = ?")
-            args.append(from_number)
+            args.append(_clean(from_number))
         if to_number:
             where.append("m.to_number = ?")
-            args.append(to_number)
+            args.append(_clean(to_number))
         if q:
             where.append("m.text LIKE ? ESCAPE '\\'")
-            args.append(_like(q))
+            args.append(_like(_clean(q)))
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"  # noqa: S608 (constant SQL)
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -577,11 +577,13 @@ class SQLiteStore(Store):
         )
 
     async def get_message(self, message_uuid: str) -> dict[str, Any] | None:
+        message_uuid = _clean(message_uuid)  # stored text never holds NUL or lone surrogates
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_uuid = ?"  # noqa: S608
         row = await self._read(lambda c: c.execute(sql, (message_uuid,)).fetchone())
         return _message(row) if row else None
 
     async def get_statuses(self, message_uuid: str) -> list[dict[str, Any]]:
+        message_uuid = _clean(message_uuid)
         sql = (
             "SELECT message_uuid, status, sequence, parent_message_uuid, error_code, reply_to,"
             " params, received_at, signature_scheme FROM statuses"
