@@ -513,7 +513,9 @@ class PlivohookApp:
 
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings.validated()
-        self.store: Store = store or open_store(self.settings.database_url)
+        self.store: Store = store or open_store(
+            self.settings.database_url, pool_max=self.settings.pool_size
+        )
         self.counters: Counter[str] = Counter()
         self.webhooks = Webhooks(self.settings, lambda: self.store, self.counters)
         api = AdminAPI(self.settings, lambda: self.store)

@@ -77,7 +77,18 @@ def main() -> None:
     help="Seconds a nonce is remembered to refuse replays.",
 )
 @click.option(
-    "--insecure-skip-verify", is_flag=True, help="Accept unsigned requests (testing only)."
+    "--pool-size",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    envvar="PLIVOHOOK_POOL_SIZE",
+    help="PostgreSQL connections per worker process, at most.",
+)
+@click.option(
+    "--insecure-skip-verify",
+    is_flag=True,
+    envvar="PLIVOHOOK_INSECURE_SKIP_VERIFY",
+    help="Accept unsigned requests (testing only).",
 )
 @click.option(
     "--log-level",
@@ -97,6 +108,7 @@ def serve(
     auto_reply: str | None,
     workers: int,
     nonce_retention: int,
+    pool_size: int,
     insecure_skip_verify: bool,
     log_level: str,
 ) -> None:
@@ -112,6 +124,7 @@ def serve(
             auto_reply=auto_reply or None,
             insecure_skip_verify=insecure_skip_verify,
             nonce_retention=timedelta(seconds=nonce_retention),
+            pool_size=pool_size,
         ).validated()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -44,6 +44,7 @@ class Settings:
     insecure_skip_verify: bool = False
     nonce_retention: timedelta = timedelta(days=7)
     max_body_bytes: int = 64 * 1024
+    pool_size: int = 10  # PostgreSQL connections per process, at most
     # Plivo gives up after 8 s; answer 503 well before, so that it retries rather than times out.
     write_timeout: float = 5.0
     extra: dict[str, str] = field(default_factory=dict, compare=False)
@@ -72,6 +73,8 @@ class Settings:
             if parts.query or parts.fragment:
                 raise ConfigError("--public-url must not have a query or a fragment")
             public_url = public_url.rstrip("/")
+        if self.pool_size < 1:
+            raise ConfigError("--pool-size must be at least 1")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("--admin-token must be at least 16 characters long")
         return replace(self, public_url=public_url)
@@ -88,6 +91,7 @@ class Settings:
             "PLIVOHOOK_AUTO_REPLY": self.auto_reply or "",
             "PLIVOHOOK_INSECURE_SKIP_VERIFY": "1" if self.insecure_skip_verify else "",
             "PLIVOHOOK_NONCE_RETENTION_SECONDS": str(int(self.nonce_retention.total_seconds())),
+            "PLIVOHOOK_POOL_SIZE": str(self.pool_size),
         }
         return env
 
