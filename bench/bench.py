@@ -532,7 +532,7 @@ class Postgres:
             with psycopg.connect(f"{self.base_url}/postgres", connect_timeout=5) as conn:
                 conn.execute("select 1")
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}".strip()
+            return " ".join(f"{type(exc).__name__}: {exc}".split())
         return None
 
     @contextlib.contextmanager

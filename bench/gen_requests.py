@@ -133,7 +133,7 @@ class Generator:
     seed: int | None = None
     _nonces: set[int] = field(default_factory=set)
     _rng: random.Random = field(init=False)
-    _quoted: dict[str, str] = field(default_factory=dict)
+    _texts: dict[str, tuple[str, int]] = field(default_factory=dict)  # text: (quoted, units)
 
     def __post_init__(self) -> None:
         if not 0 <= self.stream < STREAMS:
@@ -158,13 +158,14 @@ class Generator:
             return template
         return template.format(**{name: rng.randint(*_NUMBERS[name]) for name in names})
 
-    def _quote(self, text: str) -> str:
-        quoted = self._quoted.get(text)
-        if quoted is None:
-            quoted = quote_plus(text)
-            if len(self._quoted) < 100_000:
-                self._quoted[text] = quoted
-        return quoted
+    def _text_facts(self, text: str) -> tuple[str, int]:
+        """The text url-encoded, and its SMS units (cached: texts repeat often)."""
+        facts = self._texts.get(text)
+        if facts is None:
+            facts = (quote_plus(text), sms_units(text))
+            if len(self._texts) < 100_000:
+                self._texts[text] = facts
+        return facts
 
     def request(self) -> tuple[str, list[tuple[str, str]]]:
         """One request's form body and its parameters, in the order Plivo sends them."""
@@ -173,7 +174,7 @@ class Generator:
         sender = f"{prefix}{rng.randrange(10**digits):0{digits}d}"
         to = rng.choice(OUR_NUMBERS)
         text = self._text()
-        units = sms_units(text)
+        quoted, units = self._text_facts(text)
         amount = f"{float(rate) * units:.5f}"
         intent = INTENTS.get(text, "")
         powerpack = rng.choice(POWERPACK_UUIDS)
@@ -192,7 +193,7 @@ class Generator:
         ]
         # The same bytes urlencode(params) gives: every value but Text is URL-safe already.
         body = (
-            f"From={sender}&To={to}&Type=sms&Text={self._quote(text)}"
+            f"From={sender}&To={to}&Type=sms&Text={quoted}"
             f"&MessageUUID={message_uuid}&Units={units}&TotalRate={rate}"
             f"&TotalAmount={amount}&MessageIntent={intent}&PowerpackUUID={powerpack}"
         )
