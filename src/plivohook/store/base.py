@@ -74,16 +74,12 @@ class NonceClaim:
 
 def request_fingerprint(kind: str, query: str, params: Pairs) -> str:
     """A stable digest of what a request carries: a retry has the same one, a replay another."""
-    digest = hashlib.sha256()
-    digest.update(kind.encode())
-    digest.update(b"\x00")
-    digest.update(query.encode("utf-8", "surrogateescape"))
+    # Length-prefixed, so that no two different requests encode alike (a forged body whose
+    # fingerprint matched a captured one would pass for a retry).
+    parts = [f"{len(kind)}:{kind}{len(query)}:{query}"]
     for key, value in sorted(params):
-        digest.update(b"\x00")
-        digest.update(key.encode("utf-8", "surrogateescape"))
-        digest.update(b"\x01")
-        digest.update(value.encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
+        parts.append(f"{len(key)}:{key}{len(value)}:{value}")
+    return hashlib.sha256("".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +192,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def write(self, op: WriteOp) -> WriteResult:
         """Apply one operation in the next group commit; return after it is durable.
+
+        Returns or raises within the store's ``timeout`` (StoreUnavailable when the commit takes
+        longer: the caller answers 503 and Plivo retries; the write may still commit, and the
+        retry then gets the stored answer).
 
         Semantics, identical on every backend, all in the operation's transaction:
         1. With a nonce: claim it. If it was claimed before with another fingerprint, the outcome

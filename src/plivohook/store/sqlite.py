@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import queue
 import re
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -43,8 +43,6 @@ from .base import (
 )
 
 __all__ = ["SQLiteStore", "path_from_url"]
-
-_STOP = object()
 
 
 def path_from_url(url: str) -> str:
@@ -415,13 +413,19 @@ def _like(text: str) -> str:
 
 
 class SQLiteStore(Store):
-    def __init__(self, url: str, *, batch_max: int = 512, **_ignored: object) -> None:
+    def __init__(
+        self, url: str, *, batch_max: int = 512, timeout: float = 5.0, **_ignored: object
+    ) -> None:
         self.url = url
         self.path = path_from_url(url)
         self.batch_max = batch_max
+        self.timeout = timeout
         self.stats = StoreStats()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._pending: list[tuple[WriteOp, asyncio.Future[WriteResult]]] = []
+        self._busy = False  # a batch is between BEGIN and the end of its COMMIT
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._committer: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._writer_conn: sqlite3.Connection | None = None
@@ -429,6 +433,7 @@ class SQLiteStore(Store):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
@@ -438,12 +443,13 @@ class SQLiteStore(Store):
             conn = _connect(self.path)
             _migrate(conn)
             self._reader = _connect(self.path)
+            # The loop never waits on a lock: when another process holds the write lock, the
+            # batch is handed whole to the commit thread, which may wait (see _flush).
+            conn.execute("PRAGMA busy_timeout=0")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
         self._writer_conn = conn
-        self._writer = threading.Thread(target=self._write_loop, name="plivohook-sqlite-writer")
-        self._writer.daemon = True
-        self._writer.start()
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="plivohook-sqlite-commit")
 
     async def migrate(self) -> list[int]:
         def run() -> list[int]:
@@ -456,10 +462,11 @@ class SQLiteStore(Store):
         return await asyncio.to_thread(run)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._queue.put(_STOP)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+        while self._pending or self._busy:  # let the writes in flight finish
+            await asyncio.sleep(0.005)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
         for conn in (self._reader, self._writer_conn):
             if conn is not None:
                 conn.close()
@@ -469,55 +476,71 @@ class SQLiteStore(Store):
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
 
     # -- group commit ---------------------------------------------------------------------------
+    #
+    # The batch's statements run on the event loop's thread: they are CPU work in SQLite's C code,
+    # like parsing a request, and handing them to a thread would cost more in GIL hand-offs than
+    # they take. Only the COMMIT, whose fsync can take milliseconds, runs on the commit thread;
+    # the loop goes on serving requests meanwhile, and they queue up for the next batch.
 
     async def write(self, op: WriteOp) -> WriteResult:
-        if self._writer is None:
+        if self._writer_conn is None:
             raise StoreUnavailable("the store is not open")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[WriteResult] = loop.create_future()
-        self._queue.put((op, future, loop))
+        future: asyncio.Future[WriteResult] = self._loop.create_future()
+        self._pending.append((op, future))
+        if not self._busy and not self._scheduled:
+            self._scheduled = True
+            # call_soon: the requests already running in this turn of the loop join the batch.
+            self._loop.call_soon(self._flush)
         return await future
 
-    def _write_loop(self) -> None:
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._busy or not self._pending:
+            return
+        batch = self._pending[: self.batch_max]
+        del self._pending[: self.batch_max]
+        self._busy = True
         conn = self._writer_conn
-        assert conn is not None
-        get, get_nowait, batch_max = self._queue.get, self._queue.get_nowait, self.batch_max
-        while True:
-            first = get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < batch_max:
-                try:
-                    item = get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            try:
-                self._commit_batch(conn, batch)
-            except BaseException as exc:  # never leave a request waiting on a dead writer
-                _resolve_all(batch, [StoreUnavailable(f"the writer failed: {exc!r}")] * len(batch))
-            if stop:
-                return
-
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        results: list[WriteResult | BaseException]
+        committer = self._committer
+        if conn is None or committer is None:
+            self._finish(batch, [StoreUnavailable("the store is closed")] * len(batch))
+            return
+        ops = [op for op, _future in batch]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = list(_apply_batch(conn, [op for op, _future, _loop in batch]))
-            conn.execute("COMMIT")
+        except sqlite3.OperationalError:
+            # Another process is writing (--workers): wait for its lock off the loop.
+            done = self._loop.run_in_executor(committer, _apply_and_commit_waiting, conn, ops)
+            done.add_done_callback(lambda f: self._finish(batch, _outcome(f, len(batch))))
+            self._loop.call_later(self.timeout, _expire, batch, self.timeout)
+            return
+        except sqlite3.Error as exc:
+            self._finish(batch, [StoreUnavailable(f"the write failed: {exc}")] * len(batch))
+            return
+        try:
+            results = _apply_batch(conn, ops)
         except (sqlite3.Error, ValueError, TypeError) as exc:
-            # All or nothing: Plivo retries every request of a failed batch (503), and a retry
-            # of one that did commit elsewhere gets its stored answer.
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            results = [StoreUnavailable(f"the commit failed: {exc}")] * len(batch)
+            self._finish(batch, [StoreUnavailable(f"the write failed: {exc}")] * len(batch))
+            return
+        done = self._loop.run_in_executor(committer, _commit, conn)
+        done.add_done_callback(lambda f: self._finish(batch, _outcome(f, len(batch), results)))
+        # One timer per batch, not per request: a stalled disk answers 503 rather than hang.
+        self._loop.call_later(self.timeout, _expire, batch, self.timeout)
+
+    def _finish(self, batch: list[Any], results: list[WriteResult | BaseException]) -> None:
         self._count(results)
-        _resolve_all(batch, results)
+        for (_op, future), result in zip(batch, results, strict=True):
+            if future.done():  # the request gave up (timeout, disconnect)
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self._busy = False
+        if self._pending:
+            self._flush()
 
     def _count(self, results: list[WriteResult | BaseException]) -> None:
         stats = self.stats
@@ -646,21 +669,43 @@ class SQLiteStore(Store):
         return await asyncio.to_thread(run)
 
 
-def _resolve_all(batch: list[Any], results: list[WriteResult | BaseException]) -> None:
-    # One hop per event loop rather than one per operation: call_soon_threadsafe wakes the loop.
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-    for (_op, future, loop), result in zip(batch, results, strict=True):
-        by_loop.setdefault(loop, []).append((future, result))
-    for loop, pairs in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop closed while we committed
-            loop.call_soon_threadsafe(_settle, pairs)
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        # All or nothing: every request of the batch answers 503 and Plivo retries it; a retry
+        # of a request that did commit meanwhile (elsewhere) gets its stored answer.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
-def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    for future, result in pairs:
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+def _apply_and_commit_waiting(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResult]:
+    conn.execute("PRAGMA busy_timeout=30000")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = _apply_batch(conn, ops)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        _commit(conn)
+        return results
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+
+
+def _expire(batch: list[Any], timeout: float) -> None:
+    for _op, future in batch:
+        if not future.done():
+            future.set_exception(StoreUnavailable(f"the commit took longer than {timeout:g} s"))
+
+
+def _outcome(
+    done: asyncio.Future[Any], size: int, results: list[WriteResult] | None = None
+) -> list[WriteResult | BaseException]:
+    exc = done.exception()
+    if exc is not None:
+        return [StoreUnavailable(f"the commit failed: {exc}")] * size
+    return list(results if results is not None else done.result())

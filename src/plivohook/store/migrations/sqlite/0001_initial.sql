@@ -1,6 +1,6 @@
 -- The first schema: messages, delivery reports, rejections and nonces.
 CREATE TABLE messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,  -- rows are never deleted, so ids only grow (cursors rely on it)
     message_uuid TEXT NOT NULL UNIQUE,
     from_number TEXT NOT NULL,
     to_number TEXT NOT NULL,
@@ -14,11 +14,12 @@ CREATE TABLE messages (
     signature_scheme TEXT NOT NULL,
     fingerprint TEXT NOT NULL
 );
+-- "from" filters the inbox by sender; "to" (a handful of our own numbers) is not worth an index
+-- on every insert.
 CREATE INDEX messages_from ON messages (from_number);
-CREATE INDEX messages_to ON messages (to_number);
 
 CREATE TABLE statuses (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,  -- rows are never deleted, so ids only grow (cursors rely on it)
     message_uuid TEXT NOT NULL,
     status TEXT NOT NULL,
     sequence INTEGER,
@@ -36,7 +37,7 @@ CREATE INDEX statuses_reply_to ON statuses (reply_to);
 CREATE INDEX statuses_parent ON statuses (parent_message_uuid);
 
 CREATE TABLE rejections (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,  -- rows are never deleted, so ids only grow (cursors rely on it)
     method TEXT NOT NULL,
     path TEXT NOT NULL,
     query TEXT NOT NULL,

@@ -1,0 +1,82 @@
+"""SQLite-only behaviour: a stalled commit is bounded, another process's lock is waited for."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from plivohook.store import sqlite as sqlite_store
+from plivohook.store.base import MessageWrite, Outcome, StoreUnavailable
+from plivohook.store.sqlite import SQLiteStore
+
+
+def message(uuid: str) -> MessageWrite:
+    return MessageWrite(
+        message_uuid=uuid,
+        from_number="14155550100",
+        to_number="14155550199",
+        type="sms",
+        text="hi",
+        media=[],
+        params=[("MessageUUID", uuid)],
+        method="POST",
+        received_at=datetime.now(UTC),
+        reply=None,
+        signature_scheme="v2",
+        fingerprint=uuid,
+    )
+
+
+def test_a_stalled_commit_answers_unavailable_within_the_timeout(tmp_path, monkeypatch):
+    real_commit = sqlite_store._commit
+
+    def slow_commit(conn):
+        time.sleep(0.6)
+        real_commit(conn)
+
+    monkeypatch.setattr(sqlite_store, "_commit", slow_commit)
+
+    async def go():
+        store = SQLiteStore(f"sqlite:///{tmp_path}/t.db", timeout=0.2)
+        await store.open()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="longer than 0.2 s"):
+            await store.write(message("a"))
+        assert time.monotonic() - started < 0.5
+        await store.close()
+        # It did commit in the end: a retry gets DUPLICATE, as Plivo's retry would.
+        monkeypatch.setattr(sqlite_store, "_commit", real_commit)
+        again = SQLiteStore(f"sqlite:///{tmp_path}/t.db")
+        await again.open()
+        assert (await again.write(message("a"))).outcome is Outcome.DUPLICATE
+        await again.close()
+
+    asyncio.run(go())
+
+
+def test_waits_off_the_loop_for_another_writer(tmp_path):
+    """Another process holding the write lock: the batch waits in the commit thread."""
+    path = tmp_path / "t.db"
+
+    async def go():
+        store = SQLiteStore(f"sqlite:///{path}")
+        await store.open()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        pending = asyncio.ensure_future(store.write(message("b")))
+        ticks = 0
+        for _ in range(20):  # the loop keeps running meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not pending.done()
+        other.execute("COMMIT")
+        other.close()
+        assert (await pending).outcome is Outcome.STORED
+        assert ticks == 20
+        await store.close()
+
+    asyncio.run(go())
