@@ -44,7 +44,7 @@ def test_a_stalled_commit_answers_unavailable_within_the_timeout(tmp_path, monke
         store = SQLiteStore(f"sqlite:///{tmp_path}/t.db", timeout=0.2)
         await store.open()
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="longer than 0.2 s"):
+        with pytest.raises(StoreUnavailable, match=r"longer than 0\.2 s"):
             await store.write(message("a"))
         assert time.monotonic() - started < 0.5
         await store.close()
