@@ -396,7 +396,10 @@ def verify_request(
     Within a family the account header is checked against ``auth_tokens`` and the ``Ma-`` header
     against ``main_auth_tokens``; either matching is enough. ``headers`` keys may be any case.
     """
-    lower = {k.lower(): v for k, v in headers.items()}
+    lower = headers
+    if not all(k.islower() for k in headers):
+        # Servers hand over lower-case names already; other callers may not.
+        lower = {k.lower(): v for k, v in headers.items()}
     if HEADER_V3 in lower or HEADER_MA_V3 in lower:
         nonce = lower.get(HEADER_V3_NONCE)
         checks = [
