@@ -45,10 +45,15 @@ PATH = "/plivo/message"
 SERVER_CPUS = "0"
 WRK_CPUS = "1"
 RATE_GUESS = 20_000.0  # requests/s assumed for a server not measured yet (sizes its warm-up)
-FIRST_MARGIN = 2.0  # request-file margin while a server's rate is known from its warm-up only
+MIN_RATE = 5_000.0  # requests/s a run's requests are made for at least (cheap insurance)
+WARMUP_MARGIN = 2.0  # request-file margin on a rate seen in a warm-up (on earlier runs: --margin)
 LATENCY_TARGET_P99_MS = 20.0
 
 Json = dict[str, Any]
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def log(message: str) -> None:
@@ -523,32 +528,46 @@ class Postgres:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self.seq = 0
+        self.leftovers: list[str] = []  # databases that could not be dropped (yet)
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        admin = f"{self.base_url}/postgres"
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
 
     def available(self) -> str | None:
         """None when the server answers, else why not."""
         try:
-            import psycopg
-
-            with psycopg.connect(f"{self.base_url}/postgres", connect_timeout=5) as conn:
-                conn.execute("select 1")
+            self._admin("select 1")
         except Exception as exc:
-            return " ".join(f"{type(exc).__name__}: {exc}".split())
+            return one_line(exc)
         return None
+
+    def _drop(self, name: str) -> bool:
+        try:
+            self._admin(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+        except Exception as exc:
+            log(f"could not drop database {name} (will retry at the end): {one_line(exc)}")
+            return False
+        return True
 
     @contextlib.contextmanager
     def database(self) -> Iterator[str]:
-        import psycopg
-
         self.seq += 1
         name = f"plivohook_bench_{os.getpid()}_{self.seq}"
-        admin = f"{self.base_url}/postgres"
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        self._admin(f"CREATE DATABASE {_quote_ident(name)}")
         try:
             yield f"{self.base_url}/{name}"
         finally:
-            with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not self._drop(name):
+                self.leftovers.append(name)
+
+    def drop_leftovers(self) -> list[str]:
+        """Retry the drops that failed; returns the databases still there."""
+        self.leftovers = [name for name in self.leftovers if not self._drop(name)]
+        return self.leftovers
 
 
 def _quote_ident(name: str) -> str:
@@ -729,12 +748,10 @@ class Bench:
             warm = run_wrk(cfg, target.port, warm_file, cfg.warmup, rate)
             row["warmup"] = warm
             if rate is not None:
-                need = rate
-                margin = cfg.margin
-            else:
-                need = max(warm["rps"], estimate or 0.0)
-                margin = cfg.margin if estimate else FIRST_MARGIN
-            count = math.ceil(need * cfg.duration * margin) + 4 * cfg.threads
+                need = rate * cfg.margin
+            else:  # a 1 s warm-up is a rough sample: it gets the larger margin
+                need = max(warm["rps"] * WARMUP_MARGIN, (estimate or 0.0) * cfg.margin, MIN_RATE)
+            count = math.ceil(need * cfg.duration) + 4 * cfg.threads
             row["generated"], row["gen_s"] = self.generate(main_file, target.port, count)
 
             def sample() -> CpuSample:
@@ -742,6 +759,14 @@ class Bench:
 
             result = run_wrk(cfg, target.port, main_file, cfg.duration, rate, sample)
             row["wrk"] = result
+            for label, w in (("warm-up", warm), ("run", result)):
+                # Every request is valid and new: anything but a 2xx is worth a look.
+                bad = {k: v for k, v in w["status"].items() if not 200 <= k < 300}
+                if bad or w["socket_errors"] or w["overrun"]:
+                    self.failures.append(
+                        f"{spec.name} round {row['round']} {label}: answers {bad or 'all 2xx'}, "
+                        f"socket errors {w['errors']}, overrun {w['overrun']}"
+                    )
             if result["exhausted"]:
                 self.failures.append(
                     f"{spec.name} round {row['round']}: ran out of requests "
@@ -797,6 +822,7 @@ def summarize(results: list[Json]) -> dict[str, Json]:
             "wrk_cpu": _median([w["cpu"]["wrk"] for w in runs if "cpu" in w]),
             "other_cpu": _median([w["cpu"]["other"] for w in runs if "cpu" in w]),
             "store_checks": sum(1 for r in rows if r.get("store_check", {}).get("ok")),
+            "store_failed": sum(1 for r in rows if r.get("store_check", {}).get("ok") is False),
         }
     return summary
 
@@ -826,7 +852,11 @@ def render_table(summary: dict[str, Json], markdown: bool) -> str:
         s = summary.get(name)
         if s is None:
             continue
-        checks = f"{s['store_checks']}/{s['runs']} ok" if SERVERS[name].is_plivohook else "n/a"
+        checks = "n/a"
+        if SERVERS[name].is_plivohook:
+            checks = f"{s['store_checks']}/{s['runs']} ok"
+            if s["store_failed"]:
+                checks += f", {s['store_failed']} FAILED"
         lines.append(
             [
                 name,
@@ -1044,6 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
                     target = summary[name]["rps"] / 2
                     log(f"latency check: {name} at {target:,.0f} req/s (half its median)")
                     latency_rows.append(bench.run(SERVERS[name], 0, rate=target))
+        left = pg.drop_leftovers()
+        if left:
+            bench.failures.append(f"PostgreSQL databases left behind: {', '.join(left)}")
         rat = ratios(summary)
         bench.record(
             {
