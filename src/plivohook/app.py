@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .config import Settings
+from .openapi import openapi_json
 from .protocol import signature
 from .protocol.params import ParamsError, parse_message, parse_status
 from .protocol.xml import Response as XMLResponse
@@ -528,6 +529,7 @@ class PlivohookApp:
                 Route("/api/messages/{message_uuid}", api.message, methods=["GET"]),
                 Route("/api/statuses/{message_uuid}", api.statuses, methods=["GET"]),
                 Route("/api/rejections", api.rejections, methods=["GET"]),
+                Route("/openapi.json", openapi_json, methods=["GET"]),
             ],
             lifespan=self._lifespan,
             exception_handlers={StoreUnavailable: self._store_unavailable, 500: self._crash},

@@ -1,0 +1,505 @@
+"""The service's OpenAPI 3.1 description, served at ``/openapi.json``.
+
+A plain constant (:data:`OPENAPI`): the webhooks Plivo calls, health, and the admin API. It
+describes what :mod:`plivohook.app` answers, status by status; the fuzz tests hold the app to it
+(schemathesis: no server error, every response conforms).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import __version__
+
+__all__ = ["OPENAPI", "openapi_json"]
+
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+
+def _text(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": _TEXT}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _json(description: str, ref: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}}
+}
+_NO_STORE = {"Cache-Control": {"description": "Always `no-store`.", "schema": {"type": "string"}}}
+
+# -- the webhooks -------------------------------------------------------------------------------
+
+_SIGNATURE_HEADERS = [
+    {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+    for name, description in (
+        ("X-Plivo-Signature-V2", "HMAC-SHA256 (Base64) of the URL without its query + V2 nonce."),
+        ("X-Plivo-Signature-Ma-V2", "The same, with the main account's token."),
+        ("X-Plivo-Signature-V2-Nonce", "The nonce signed by the V2 headers."),
+        (
+            "X-Plivo-Signature-V3",
+            "HMAC-SHA256 (Base64) of method, URL, sorted parameters and the V3 nonce; "
+            "comma-separated when Plivo sends several.",
+        ),
+        ("X-Plivo-Signature-Ma-V3", "The same, with the main account's token."),
+        ("X-Plivo-Signature-V3-Nonce", "The nonce signed by the V3 headers."),
+    )
+]
+
+_MESSAGE_FIELDS: dict[str, str] = {
+    "MessageUUID": "Plivo's identifier of the message: stored once, whatever the retries.",
+    "From": "The sender: a phone number or an alphanumeric sender id.",
+    "To": "Your Plivo number.",
+    "Type": "sms, mms or whatsapp.",
+    "Text": "The text of an SMS.",
+    "Body": "The text of an MMS.",
+    "Units": "Billing units.",
+    "TotalRate": "Rate per unit.",
+    "TotalAmount": "Total amount charged.",
+    "MessageIntent": "The message's intent, if any.",
+    "PowerpackUUID": "The Powerpack that received it, if any.",
+    "MediaCount": "Number of attachments.",
+    "Media0": "URL of an attachment (Media0, Media1, ...).",
+    "MediaContentType0": "Content type of an attachment.",
+    "ContentType": "WhatsApp content type.",
+    "MimeType": "WhatsApp media type.",
+    "ErrorCode": "Plivo's error code, if any.",
+}
+_STATUS_FIELDS: dict[str, str] = {
+    "MessageUUID": "The outbound message this report is about.",
+    "Status": "queued, sent, delivered, undelivered, failed, read, rejected, ...",
+    "To": "The recipient.",
+    "From": "The sender.",
+    "Type": "sms, mms or whatsapp.",
+    "Units": "Billing units.",
+    "TotalRate": "Rate per unit.",
+    "TotalAmount": "Total amount charged.",
+    "MCC": "Mobile country code.",
+    "MNC": "Mobile network code.",
+    "ErrorCode": "Carrier or Plivo error code for a failure.",
+    "ParentMessageUUID": "The first part's MessageUUID for a multi-part message.",
+    "PartInfo": "Which part of a multi-part message.",
+    "Sequence": "Order of this report among the message's reports.",
+    "MessageTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "QueuedTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "SentTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "DeliveryReportTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "PowerpackUUID": "The Powerpack used, if any.",
+    "requester_ip": "Where Plivo received the send request from.",
+}
+
+
+def _form_schema(fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            name: {"type": "string", "description": description}
+            for name, description in fields.items()
+        },
+        # Plivo adds fields over time; every parameter is kept as received.
+        "additionalProperties": {"type": "string"},
+    }
+
+
+def _query_fields(fields: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": {"type": "string"},
+        }
+        for name, description in fields.items()
+    ]
+
+
+def _webhook_responses(ok: str) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": ok,
+            "content": {"application/xml": {"schema": {"type": "string"}}},
+        },
+        "400": _text(
+            "Signed, but not a valid Plivo callback (kept in /api/rejections), a Content-Length "
+            "that is not a number, or a client gone before its body was complete."
+        ),
+        "403": _text("Signature missing or wrong, or a nonce replayed with another request."),
+        "405": _text(
+            "Only GET and POST.",
+            {"Allow": {"description": "GET, POST", "schema": {"type": "string"}}},
+        ),
+        "413": _text("Body larger than the limit (64 KiB by default)."),
+        "415": _text("A POST body must be application/x-www-form-urlencoded."),
+        "503": _text("The database could not commit in time: retry later.", _RETRY_AFTER),
+    }
+
+
+def _webhook(summary: str, fields: dict[str, str], ok: str, extra_query=()) -> dict[str, Any]:
+    responses = _webhook_responses(ok)
+    query = list(extra_query)
+    return {
+        "get": {
+            "summary": summary + " (GET: the parameters in the query, signed there)",
+            "operationId": f"{summary.split()[0].lower()}_get",
+            "tags": ["webhooks"],
+            "parameters": [*_SIGNATURE_HEADERS, *query, *_query_fields(fields)],
+            "responses": responses,
+        },
+        "post": {
+            "summary": summary,
+            "operationId": f"{summary.split()[0].lower()}_post",
+            "tags": ["webhooks"],
+            "parameters": [*_SIGNATURE_HEADERS, *query],
+            "requestBody": {
+                "required": True,
+                "content": {"application/x-www-form-urlencoded": {"schema": _form_schema(fields)}},
+            },
+            "responses": responses,
+        },
+    }
+
+
+_REPLY_TO = {
+    "name": "reply_to",
+    "in": "query",
+    "required": False,
+    "description": "The inbound MessageUUID an auto-reply answered (set by plivohook itself).",
+    "schema": {"type": "string"},
+}
+
+# -- the admin API ------------------------------------------------------------------------------
+
+_ADMIN_ERRORS = {
+    "401": _json(
+        "Missing or wrong bearer token.",
+        "Error",
+        {
+            "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"},
+            **_NO_STORE,
+        },
+    ),
+    "404": _json("The API is disabled (no --admin-token), or no such message.", "Error"),
+    "503": _json("The database is unavailable.", "Error"),
+}
+_PAGE_PARAMETERS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "Page size.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "The next_cursor of the previous page.",
+        "schema": {"type": "string"},
+    },
+]
+_UUID_PARAMETER = {
+    "name": "message_uuid",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+}
+_PARAMS_OBJECT = {
+    "type": "object",
+    "description": "Every parameter as received; a repeated one as a list of its values.",
+    "additionalProperties": {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    },
+}
+
+
+def _admin(summary: str, operation_id: str, ok: dict[str, Any], parameters=()) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": operation_id,
+            "tags": ["admin"],
+            "security": [{"bearer": []}],
+            "parameters": list(parameters),
+            "responses": {"200": ok, **_ADMIN_ERRORS},
+        }
+    }
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "database"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "database": {"type": "string"},
+        },
+    },
+    "Media": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {"url": {"type": "string"}, "content_type": _NULLABLE_STRING},
+    },
+    "Message": {
+        "type": "object",
+        "required": [
+            "message_uuid",
+            "from",
+            "to",
+            "type",
+            "text",
+            "media",
+            "params",
+            "method",
+            "received_at",
+            "reply",
+            "signature_scheme",
+            "status",
+        ],
+        "properties": {
+            "message_uuid": {"type": "string"},
+            "from": {"type": "string"},
+            "to": {"type": "string"},
+            "type": {"type": "string"},
+            "text": {"type": "string"},
+            "media": {"type": "array", "items": {"$ref": "#/components/schemas/Media"}},
+            "params": _PARAMS_OBJECT,
+            "method": {"type": "string", "enum": ["GET", "POST"]},
+            "received_at": {"type": "string", "format": "date-time"},
+            "reply": {**_NULLABLE_STRING, "description": "The Message XML answered."},
+            "signature_scheme": {
+                "type": "string",
+                "enum": ["v2", "ma-v2", "v3", "ma-v3", "none"],
+            },
+            "status": {
+                **_NULLABLE_STRING,
+                "description": "The latest delivery status of our auto-reply, if any.",
+            },
+        },
+    },
+    "MessagePage": {
+        "type": "object",
+        "required": ["messages", "next_cursor"],
+        "properties": {
+            "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+            "next_cursor": _NULLABLE_STRING,
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": [
+            "message_uuid",
+            "status",
+            "sequence",
+            "parent_message_uuid",
+            "error_code",
+            "reply_to",
+            "params",
+            "received_at",
+            "signature_scheme",
+        ],
+        "properties": {
+            "message_uuid": {"type": "string"},
+            "status": {"type": "string"},
+            "sequence": {"type": ["integer", "null"]},
+            "parent_message_uuid": _NULLABLE_STRING,
+            "error_code": _NULLABLE_STRING,
+            "reply_to": _NULLABLE_STRING,
+            "params": _PARAMS_OBJECT,
+            "received_at": {"type": "string", "format": "date-time"},
+            "signature_scheme": {"type": "string"},
+        },
+    },
+    "StatusHistory": {
+        "type": "object",
+        "required": ["message_uuid", "status", "statuses"],
+        "properties": {
+            "message_uuid": {"type": "string"},
+            "status": {**_NULLABLE_STRING, "description": "The latest status, if any."},
+            "statuses": {"type": "array", "items": {"$ref": "#/components/schemas/Status"}},
+        },
+    },
+    "Rejection": {
+        "type": "object",
+        "required": [
+            "id",
+            "method",
+            "path",
+            "query",
+            "headers",
+            "body",
+            "body_base64",
+            "reason",
+            "received_at",
+            "signature_scheme",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "method": {"type": "string"},
+            "path": {"type": "string"},
+            "query": {"type": "string"},
+            "headers": {
+                "type": "array",
+                "description": "Header name and value pairs; credentials removed.",
+                "items": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+            },
+            "body": {"type": "string", "description": "The body as UTF-8 (U+FFFD if not)."},
+            "body_base64": {"type": "string", "description": "The body's exact bytes."},
+            "reason": {"type": "string"},
+            "received_at": {"type": "string", "format": "date-time"},
+            "signature_scheme": {"type": "string"},
+        },
+    },
+    "RejectionPage": {
+        "type": "object",
+        "required": ["rejections", "next_cursor"],
+        "properties": {
+            "rejections": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Rejection"},
+            },
+            "next_cursor": _NULLABLE_STRING,
+        },
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "plivohook",
+        "version": __version__,
+        "description": (
+            "Receives Plivo's SMS/MMS webhooks: verifies the signature, commits each message "
+            "exactly once per MessageUUID, then answers Message XML. 200 means committed; 503 "
+            "asks Plivo to retry. The admin API reads what was kept."
+        ),
+    },
+    "tags": [
+        {"name": "webhooks", "description": "Called by Plivo; signed with your auth token."},
+        {"name": "admin", "description": "Read-only; needs the bearer token (--admin-token)."},
+        {"name": "service", "description": "Health and this description."},
+    ],
+    "paths": {
+        "/plivo/message": _webhook(
+            "Message received (an inbound SMS/MMS)",
+            _MESSAGE_FIELDS,
+            "Committed (or already stored): the Message XML to send back, or <Response/>.",
+        ),
+        "/plivo/status": _webhook(
+            "Status of an outbound message (delivery report)",
+            _STATUS_FIELDS,
+            "Committed (or already stored): an empty <Response/>.",
+            extra_query=[_REPLY_TO],
+        ),
+        "/healthz": {
+            "get": {
+                "summary": "Whether the database answers",
+                "operationId": "healthz",
+                "tags": ["service"],
+                "responses": {
+                    "200": _json("The database answers.", "Health"),
+                    "503": _json("The database does not answer within 2 s.", "Health"),
+                },
+            }
+        },
+        "/api/messages": _admin(
+            "Inbound messages, newest first",
+            "list_messages",
+            _json("A page of messages.", "MessagePage", _NO_STORE),
+            [
+                *_PAGE_PARAMETERS,
+                {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "to", "in": "query", "required": False, "schema": {"type": "string"}},
+                {
+                    "name": "q",
+                    "in": "query",
+                    "required": False,
+                    "description": "Text containing this, case-insensitive.",
+                    "schema": {"type": "string"},
+                },
+            ],
+        ),
+        "/api/messages/{message_uuid}": _admin(
+            "One inbound message",
+            "get_message",
+            _json("The message.", "Message", _NO_STORE),
+            [_UUID_PARAMETER],
+        ),
+        "/api/statuses/{message_uuid}": _admin(
+            "The delivery history of an outbound message (and of its parts)",
+            "get_statuses",
+            _json("The history, in Sequence order (empty if none).", "StatusHistory", _NO_STORE),
+            [_UUID_PARAMETER],
+        ),
+        "/api/rejections": _admin(
+            "Signed requests that could not be parsed, newest first",
+            "list_rejections",
+            _json("A page of rejections.", "RejectionPage", _NO_STORE),
+            _PAGE_PARAMETERS,
+        ),
+        "/openapi.json": {
+            "get": {
+                "summary": "This description",
+                "operationId": "openapi",
+                "tags": ["service"],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": _SCHEMAS,
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The --admin-token (PLIVOHOOK_ADMIN_TOKEN), at least 16 chars.",
+            }
+        },
+    },
+}
+# The 400 of the admin API: a bad limit or cursor.
+for _path in ("/api/messages", "/api/rejections"):
+    OPENAPI["paths"][_path]["get"]["responses"]["400"] = _json("A bad limit or cursor.", "Error")
+
+_BODY = orjson.dumps(OPENAPI)
+
+
+async def openapi_json(_request: Request) -> Response:
+    """The ``/openapi.json`` endpoint."""
+    return Response(_BODY, media_type="application/json")
