@@ -426,6 +426,8 @@ def sign(
     """Show the exact string Plivo signs for a request, and the signature header."""
     nonce = nonce or _nonce()
     pairs = _pairs(params)
+    if not signature.base_url_variants(url):
+        raise click.BadParameter(f"{url!r} is not a valid URL", param_hint="URL")
     if version == "v2":
         signed = signature.string_to_sign_v2(url, nonce)
         value = signature.sign_v2(url, nonce, auth_token)
@@ -461,6 +463,8 @@ def verify(
     """Check a signature and show every string tried: finds proxy and URL mismatches."""
     tokens = split_tokens(list(auth_tokens))
     pairs = _pairs(params)
+    if not signature.base_url_variants(url):
+        raise click.BadParameter(f"{url!r} is not a valid URL", param_hint="URL")
     for name, base, query in signature.base_url_variants(url):
         variant_url = base + ("?" + query if query else "")
         if version == "v2":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -9,6 +10,7 @@ import time
 import urllib.request
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .app import create_app
 from .config import Settings
@@ -20,6 +22,62 @@ def _ready_line(host: str, port: int, workers: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     plural = f" ({workers} workers)" if workers > 1 else ""
     return f"plivohook ready on http://{shown}:{port}{plural}"
+
+
+REQUEST_TIMEOUT = 10.0  # seconds from a connection's (or a request's) first byte to its last
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline on receiving each request.
+
+    uvicorn times out idle keep-alive connections only after a response; a client that connects
+    and never completes its headers (slowloris) or trickles its body would hold a connection and a
+    request forever. Every request (and a fresh connection's wait for its first request) must be
+    received whole within REQUEST_TIMEOUT, else it is answered 408 and the connection closed.
+    """
+
+    _deadline: asyncio.TimerHandle | None = None
+    _received = True
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        super().connection_made(transport)
+        self._received = False
+        self._deadline = self.loop.call_later(REQUEST_TIMEOUT, self._too_slow)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._received = False
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(REQUEST_TIMEOUT, self._too_slow)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._received = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._received or self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            body = b"request not received in time\n"
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"connection: close\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+        # Closing tells a handler still waiting for the body that the client is gone.
+        self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -41,7 +99,7 @@ def _config(app: object, host: str, port: int, log_level: str, **extra: object) 
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,
         lifespan="on",
         log_level=log_level,
         access_log=False,

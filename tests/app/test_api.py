@@ -91,3 +91,10 @@ def test_mms_media_listed(harness):
     assert [m["url"] for m in stored["media"]] == [
         v for k, v in params if k.startswith("Media") and k != "MediaCount"
     ]
+
+
+def test_security_headers_on_the_api_and_health(harness):
+    for response in (harness.api("/api/messages"), harness.client.get("/healthz")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["cache-control"] == "no-store"

@@ -146,9 +146,12 @@ def test_sqlite_disk_full_answers_503_then_recovers_by_itself(tmp_path, reliabil
             assert set(full) == {503}, f"answers other than 503 while full: {set(full)}"
             health = httpx.get(server.url + "/healthz", timeout=10)
             print(f"/healthz while full: {health.status_code} {health.text}")
+            assert health.status_code == 503, "health must say writes fail"
+            assert "last write failed" in health.json()["database"]
 
             filler.unlink()
             _recovers(server, url, ledger, rng)
+            assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
         finally:
             server.stop()
 

@@ -199,23 +199,12 @@ def _open_too_long(scenario: Scenario, kinds: set[str]) -> list[SlowSocket]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no timeout for a connection that never completes its request headers: uvicorn arms "
-    "timeout_keep_alive only after a response, so idle and slowloris sockets stay open forever "
-    "(server.py needs an absolute header deadline)",
-)
 @pytest.mark.parametrize("kind", ["idle", "headers"])
 def test_slow_or_missing_headers_are_cut_off(scenario, kind):
     left = _open_too_long(scenario, {kind})
     assert not left, f"{len(left)} {kind} sockets still open after {SLOW_DEADLINE:.0f}s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no timeout while reading a request body: Webhooks._read_body awaits receive() "
-    "without a deadline, so a body trickled a byte at a time holds the request forever",
-)
 def test_trickled_bodies_are_cut_off(scenario):
     left = _open_too_long(scenario, {"body"})
     assert not left, f"{len(left)} trickling bodies still open after {SLOW_DEADLINE:.0f}s"

@@ -57,6 +57,7 @@ Params = Mapping[str, ParamValue] | Iterable[tuple[str, ParamValue]] | None
 
 # A Plivo signature is standard Base64 of a 32-byte digest: 43 characters and one '='.
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9+/]{43}=")
+_BAD_URL = "the request URL cannot be parsed (check the Host header)"
 _HEADER_NAMES = {
     "v2": ("X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"),
     "ma-v2": ("X-Plivo-Signature-Ma-V2", "X-Plivo-Signature-V2-Nonce"),
@@ -187,7 +188,10 @@ def base_url_variants(url: StrOrBytes) -> tuple[tuple[str, str, str], ...]:
     the Python SDK does (``;params`` dropped) and the percent-encoded or decoded form of non-ASCII
     characters, since a URL registered with Plivo as an IRI reaches us percent-encoded.
     """
-    return _variants(_text(url))
+    try:
+        return _variants(_text(url))
+    except ValueError:  # e.g. "Invalid IPv6 URL" for a stray '[' in the host
+        return ()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -350,7 +354,10 @@ def verify_v2(
     if nonce is None:
         return Verification(False, scheme, reason=f"missing {_HEADER_NAMES[scheme][1]} header")
     nonce_text = _text(nonce)
-    strings = [(name, _v2_string(base, nonce_text)) for name, base, _ in base_url_variants(url)]
+    variants = base_url_variants(url)
+    if not variants:
+        return Verification(False, scheme, reason=_BAD_URL)
+    strings = [(name, _v2_string(base, nonce_text)) for name, base, _ in variants]
     return _verify(scheme, strings, signature, auth_tokens)
 
 
@@ -376,6 +383,8 @@ def verify_v3(
     except ValueError as exc:
         return Verification(False, scheme, reason=str(exc))
     variants = base_url_variants(url)
+    if not variants:
+        return Verification(False, scheme, reason=_BAD_URL)
     suffix = _v3_suffix(verb, variants[0][2], params, _text(nonce))
     strings = [(name, base + suffix) for name, base, _query in variants]
     return _verify(scheme, strings, signature_header, auth_tokens)

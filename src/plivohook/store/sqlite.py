@@ -423,6 +423,7 @@ class SQLiteStore(Store):
         self.stats = StoreStats()
         self._pending: list[tuple[WriteOp, asyncio.Future[WriteResult]]] = []
         self._busy = False  # a batch is between BEGIN and the end of its COMMIT
+        self._last_failure: str | None = None  # until a batch commits again
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._committer: ThreadPoolExecutor | None = None
@@ -474,6 +475,9 @@ class SQLiteStore(Store):
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        if self._last_failure is not None:
+            # Reads may work while writes fail (a full disk): health is about what Plivo needs.
+            raise StoreUnavailable(f"the last write failed: {self._last_failure}")
 
     # -- group commit ---------------------------------------------------------------------------
     #
@@ -531,6 +535,8 @@ class SQLiteStore(Store):
 
     def _finish(self, batch: list[Any], results: list[WriteResult | BaseException]) -> None:
         self._count(results)
+        failed = results and isinstance(results[0], BaseException)
+        self._last_failure = str(results[0]) if failed else None
         for (_op, future), result in zip(batch, results, strict=True):
             if future.done():  # the request gave up (timeout, disconnect)
                 continue
