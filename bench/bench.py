@@ -909,6 +909,8 @@ def render_latency(rows: list[Json], markdown: bool) -> str:
             continue
         lat = w["latency_ms"]
         verdict = "yes" if lat["p99"] < LATENCY_TARGET_P99_MS else "NO"
+        if not SERVERS[row["server"]].is_plivohook:
+            verdict = f"({verdict}: plivohook's target)"
         lines.append(
             [
                 row["server"],
