@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import threading
@@ -80,6 +81,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def _tune_gc() -> None:
+    # What exists at start-up (modules, the app) lives for ever: keep the collector off it, and
+    # collect the young generation less often; a request makes no reference cycles of its own.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 class _Server(uvicorn.Server):
     """Says it is ready only once the socket listens and the store is open."""
 
@@ -90,6 +99,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
         await super().startup(sockets=sockets)
         if not self.should_exit:
+            _tune_gc()
             print(self._line, flush=True)
 
 

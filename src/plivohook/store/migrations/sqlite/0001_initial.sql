@@ -50,8 +50,10 @@ CREATE TABLE rejections (
 );
 
 CREATE TABLE nonces (
-    key TEXT PRIMARY KEY,         -- "<family>:<nonce>"
+    -- A rowid table: rows append in arrival order, only the key's index takes a random insert.
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,     -- "<family>:<nonce>"
     fingerprint TEXT NOT NULL,
     seen_at TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX nonces_seen_at ON nonces (seen_at);
