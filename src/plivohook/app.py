@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote_plus
+from urllib.parse import parse_qsl, quote
 
 import orjson
 from starlette.applications import Starlette
@@ -26,6 +26,7 @@ from starlette.routing import Route
 from .config import Settings
 from .openapi import openapi_json
 from .protocol import signature
+from .protocol.form import parse_form
 from .protocol.params import ParamsError, parse_message, parse_status
 from .protocol.xml import Response as XMLResponse
 from .protocol.xml import XMLValidationError, reply_to
@@ -53,6 +54,7 @@ EMPTY_RESPONSE = b"<Response/>"
 WEBHOOK_PATHS = {"/plivo/message": "message", "/plivo/status": "status"}
 # Headers kept with a rejection must not carry credentials of any kind.
 REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+_FORM = "application/x-www-form-urlencoded"
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8"), _NOSNIFF]
 _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), _NOSNIFF]
@@ -73,24 +75,6 @@ class WebhookError(Exception):
         self.status = status
         self.reason = reason
         self.headers = headers or []
-
-
-def form_pairs(text: str) -> list[tuple[str, str]]:
-    """``parse_qsl(text, keep_blank_values=True, errors="surrogateescape")``, at twice the speed.
-
-    Most fields need no decoding at all (digits, UUIDs), so they skip unquoting altogether.
-    """
-    pairs = []
-    for field in text.split("&"):
-        if not field:
-            continue
-        key, _, value = field.partition("=")
-        if "%" in key or "+" in key:
-            key = unquote_plus(key, errors="surrogateescape")
-        if "%" in value or "+" in value:
-            value = unquote_plus(value, errors="surrogateescape")
-        pairs.append((key, value))
-    return pairs
 
 
 def _now() -> datetime:
@@ -143,13 +127,13 @@ class Webhooks:
         body = b""
         if method == "POST":
             content_type = headers.get("content-type", "")
-            if content_type.split(";", 1)[0].strip().lower() != "application/x-www-form-urlencoded":
+            if content_type != _FORM and content_type.split(";", 1)[0].strip().lower() != _FORM:
                 raise WebhookError(415, "Content-Type must be application/x-www-form-urlencoded")
             body = await self._read_body(receive, headers.get("content-length"))
-            params = form_pairs(body.decode("utf-8", "surrogateescape"))
+            params = parse_form(body.decode("utf-8", "surrogateescape"))
             signed_params: list[tuple[str, str]] = params
         else:
-            params = form_pairs(query)
+            params = parse_form(query)
             signed_params = []  # GET: Plivo's fields ride in the URL's query, signed there
 
         url = self._url(scope, headers, query)

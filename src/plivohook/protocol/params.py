@@ -31,6 +31,8 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
+from .form import FormPairs
+
 __all__ = [
     "FAILURE_STATUSES",
     "FINAL_STATUSES",
@@ -315,6 +317,8 @@ _STATUS_KEYS = frozenset(spec[0] for spec in _STATUS_SPEC)
 
 
 def _pairs(params: RawParams) -> Pairs:
+    if type(params) is FormPairs:
+        return params  # already str pairs (plivohook.protocol.form)
     if isinstance(params, Mapping):
         multi_items = getattr(params, "multi_items", None)
         if multi_items is not None:

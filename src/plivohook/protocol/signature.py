@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlparse, urlsplit, urlunparse, urlunsplit
 
+from .form import FormPairs
+
 __all__ = [
     "HEADER_MA_V2",
     "HEADER_MA_V3",
@@ -228,6 +230,8 @@ def _query_map(query: str) -> dict[str, list[str]]:
 
 def _sorted_pairs(params: Params) -> list[tuple[str, str]]:
     """Params as (key, value) pairs sorted by key then value: the order the SDK signs them in."""
+    if type(params) is FormPairs:
+        return sorted(params)  # the server's own decoded form: str pairs, vouched for
     if isinstance(params, list | tuple) and all(
         type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str
         for pair in params
