@@ -104,7 +104,6 @@ def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA wal_autocheckpoint=20000")
     conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA mmap_size=268435456")
     conn.execute("PRAGMA busy_timeout=30000")
@@ -430,6 +429,8 @@ class SQLiteStore(Store):
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._committer: ThreadPoolExecutor | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpointing = threading.Event()  # set: stop
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._writer_conn: sqlite3.Connection | None = None
@@ -454,6 +455,18 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
         self._writer_conn = conn
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="plivohook-sqlite-commit")
+        # Checkpoints copy the WAL back into the database file. Inside a COMMIT (SQLite's
+        # default) they stall every request of that batch; a thread of their own does it
+        # beside the commits instead.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointing = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=_checkpoint_forever,
+            args=(self.path, self._checkpointing),
+            name="plivohook-sqlite-checkpoint",
+            daemon=True,
+        )
+        self._checkpointer.start()
 
     async def migrate(self) -> list[int]:
         def run() -> list[int]:
@@ -471,6 +484,10 @@ class SQLiteStore(Store):
         if self._committer is not None:
             self._committer.shutdown(wait=True)
             self._committer = None
+        if self._checkpointer is not None:
+            self._checkpointing.set()
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         for conn in (self._reader, self._writer_conn):
             if conn is not None:
                 conn.close()
@@ -676,6 +693,31 @@ class SQLiteStore(Store):
                 conn.close()
 
         return await asyncio.to_thread(run)
+
+
+CHECKPOINT_EVERY = 0.5  # seconds
+WAL_LIMIT = 50_000  # pages (about 200 MB): past it, writers wait for a full checkpoint
+
+
+def _checkpoint_forever(path: str, stop: threading.Event) -> None:
+    try:
+        conn = _connect(path)
+    except sqlite3.Error:
+        return
+    try:
+        while not stop.wait(CHECKPOINT_EVERY):
+            try:
+                _busy, wal_pages, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if wal_pages > WAL_LIMIT:
+                    # Readers kept the WAL from being reset for long: make room once, briefly
+                    # holding the writers back, rather than let the file grow without bound.
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                continue  # a full disk or a lock: the next round tries again
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def _commit(conn: sqlite3.Connection) -> None:
