@@ -151,22 +151,25 @@ class Webhooks:
         claim = None if self.settings.insecure_skip_verify else _nonce_claim(headers, fingerprint)
         received_at = _now()
         store = self._store()
-        try:
-            parsed = parse_message(params) if kind == "message" else parse_status(params)
-        except ParamsError as exc:
-            rejection = RejectionWrite(
+
+        def rejection(reason: str, nonce: NonceClaim | None) -> RejectionWrite:
+            return RejectionWrite(
                 method=method,
                 path=scope.get("path", ""),
                 query=query,
                 headers=[(k, v) for k, v in headers.items() if k not in REDACTED_HEADERS],
                 body=body,
-                reason=str(exc),
+                reason=reason,
                 received_at=received_at,
                 signature_scheme=scheme_name,
                 fingerprint=fingerprint,
-                nonce=claim,
+                nonce=nonce,
             )
-            await self._reject(store, rejection)
+
+        try:
+            parsed = parse_message(params) if kind == "message" else parse_status(params)
+        except ParamsError as exc:
+            await self._reject(store, rejection(str(exc), claim))
             raise WebhookError(400, f"malformed request: {exc}") from None
 
         op: Any
@@ -213,21 +216,8 @@ class Webhooks:
             # inspection like any malformed request, rather than answering 500 forever.
             log.warning("the store refused %s %s: %s", method, scope.get("path"), exc)
             reason = f"the database refused it: {exc}"
-            await self._reject(
-                store,
-                RejectionWrite(
-                    method=method,
-                    path=scope.get("path", ""),
-                    query=query,
-                    headers=[(k, v) for k, v in headers.items() if k not in REDACTED_HEADERS],
-                    body=body,
-                    reason=reason,
-                    received_at=received_at,
-                    signature_scheme=scheme_name,
-                    fingerprint=fingerprint,
-                    nonce=None,  # the nonce is already claimed by the refused write, or never
-                ),
-            )
+            # The nonce is already claimed by the refused write, or never will be.
+            await self._reject(store, rejection(reason, None))
             raise WebhookError(400, reason) from None
         if result.outcome is Outcome.REPLAY:
             self.counters["replays_refused"] += 1

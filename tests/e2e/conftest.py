@@ -50,6 +50,9 @@ class Server:
         ]  # fmt: skip
 
     def start(self, timeout: float = 30.0) -> Server:
+        """Start (or start again), and wait for the ready line; a process that exits fails."""
+        self._ready = queue.Queue()
+        self.lines = []
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(
             self.command(),
@@ -66,7 +69,7 @@ class Server:
             line = "timed out"
         if not line.startswith("plivohook ready on "):
             self.stop()
-            raise AssertionError(f"server not ready ({line}):\n" + "\n".join(self.lines))
+            raise AssertionError(f"server not ready ({line}):\n" + "\n".join(self.lines[-40:]))
         return self
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
