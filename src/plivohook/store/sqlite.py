@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
+import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -44,6 +45,8 @@ from .base import (
 )
 
 __all__ = ["SQLiteStore", "path_from_url"]
+
+log = logging.getLogger("plivohook.store")
 
 
 def path_from_url(url: str) -> str:
@@ -103,6 +106,10 @@ def _migrations() -> list[tuple[int, str]]:
 
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    # Small pages (for a new file; an existing one keeps its own): each message updates a few
+    # random index leaves, and every dirty page goes whole to the WAL and to the checkpoint.
+    # Measured against 4096: a third less WAL, no checkpoint holding up the writer, p99 halved.
+    conn.execute("PRAGMA page_size=2048")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA cache_size=-65536")
@@ -430,8 +437,7 @@ class SQLiteStore(Store):
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._committer: ThreadPoolExecutor | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._checkpointing = threading.Event()  # set: stop
+        self._checkpointed_at = 0.0  # time.monotonic() of the last checkpoint
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._writer_conn: sqlite3.Connection | None = None
@@ -456,18 +462,10 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
         self._writer_conn = conn
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="plivohook-sqlite-commit")
-        # Checkpoints copy the WAL back into the database file. Inside a COMMIT (SQLite's
-        # default) they stall every request of that batch; a thread of their own does it
-        # beside the commits instead.
+        # Checkpoints copy the WAL back into the database file. SQLite runs them inside a
+        # COMMIT, and a checkpointer of our own on another connection would hold the write lock
+        # in the writer's way; the writer takes its own turn instead, a small one (see _finish).
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._checkpointing = threading.Event()
-        self._checkpointer = threading.Thread(
-            target=_checkpoint_forever,
-            args=(self.path, self._checkpointing),
-            name="plivohook-sqlite-checkpoint",
-            daemon=True,
-        )
-        self._checkpointer.start()
 
     async def migrate(self) -> list[int]:
         def run() -> list[int]:
@@ -483,12 +481,13 @@ class SQLiteStore(Store):
         while self._pending or self._busy:  # let the writes in flight finish
             await asyncio.sleep(0.005)
         if self._committer is not None:
+            if self._writer_conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._loop.run_in_executor(
+                        self._committer, _checkpoint, self._writer_conn, "TRUNCATE"
+                    )
             self._committer.shutdown(wait=True)
             self._committer = None
-        if self._checkpointer is not None:
-            self._checkpointing.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
         for conn in (self._reader, self._writer_conn):
             if conn is not None:
                 conn.close()
@@ -525,6 +524,9 @@ class SQLiteStore(Store):
         batch = self._pending[: self.batch_max]
         del self._pending[: self.batch_max]
         self._busy = True
+        self._begin(batch, 0)
+
+    def _begin(self, batch: list[Any], attempt: int) -> None:
         conn = self._writer_conn
         committer = self._committer
         if conn is None or committer is None:
@@ -534,7 +536,12 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
-            # Another process is writing (--workers): wait for its lock off the loop.
+            # Another process (--workers) holds the write lock. Try again shortly from the loop
+            # (SQLite's own busy handler sleeps in steps of up to 100 ms), then, if it lasts,
+            # wait for it on the commit thread.
+            if attempt < BEGIN_RETRIES:
+                self._loop.call_later(BEGIN_RETRY_DELAY, self._begin, batch, attempt + 1)
+                return
             timer = self._loop.call_later(self.timeout, _expire, batch, self.timeout)
             done = self._loop.run_in_executor(committer, _apply_and_commit_waiting, conn, ops)
             done.add_done_callback(lambda f: self._finish(batch, _outcome(f, len(batch)), timer))
@@ -578,10 +585,25 @@ class SQLiteStore(Store):
                 else:
                     future.set_result(result)
         finally:
-            # Whatever happened above, the writer must move on to the next batch.
-            self._busy = False
-            if self._pending:
-                self._flush()
+            # Whatever happened above, the writer must move on: to a checkpoint when one is
+            # due (a short one, every CHECKPOINT_EVERY seconds), then to the next batch.
+            now = time.monotonic()
+            conn, committer = self._writer_conn, self._committer
+            if now - self._checkpointed_at >= CHECKPOINT_EVERY and conn and committer:
+                self._checkpointed_at = now
+                done = self._loop.run_in_executor(committer, _checkpoint, conn, "PASSIVE")
+                done.add_done_callback(self._checkpointed)
+            else:
+                self._busy = False
+                if self._pending:
+                    self._flush()
+
+    def _checkpointed(self, done: asyncio.Future[Any]) -> None:
+        if done.exception() is not None:  # a full disk, say: the next turn tries again
+            log.warning("WAL checkpoint failed: %s", done.exception())
+        self._busy = False
+        if self._pending:
+            self._flush()
 
     def _count(self, results: list[WriteResult | BaseException]) -> None:
         stats = self.stats
@@ -710,33 +732,17 @@ class SQLiteStore(Store):
         return await asyncio.to_thread(run)
 
 
-CHECKPOINT_EVERY = 0.2  # seconds: small, frequent copies rather than large bursts
+BEGIN_RETRIES = 50  # times BEGIN_RETRY_DELAY: how long the loop retries a taken write lock
+BEGIN_RETRY_DELAY = 0.001
+CHECKPOINT_EVERY = 0.1  # seconds: small, frequent copies rather than large stalls
 WAL_LIMIT = 50_000  # pages (about 200 MB): past it, writers wait for a full checkpoint
 
 
-def _checkpoint_forever(path: str, stop: threading.Event) -> None:
-    # Copying pages is bulk work that can wait: at the lowest priority it runs when the core
-    # would idle, instead of taking turns with the event loop (a 100 ms stall on one core).
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    try:
-        conn = _connect(path)
-    except sqlite3.Error:
-        return
-    try:
-        while not stop.wait(CHECKPOINT_EVERY):
-            try:
-                _busy, wal_pages, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if wal_pages > WAL_LIMIT:
-                    # Readers kept the WAL from being reset for long: make room once, briefly
-                    # holding the writers back, rather than let the file grow without bound.
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
-                continue  # a full disk or a lock: the next round tries again
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
+    _busy, wal_pages, _done = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    if mode == "PASSIVE" and wal_pages > WAL_LIMIT:
+        # Readers kept the WAL from being reset for long: make room, waiting for them.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _commit(conn: sqlite3.Connection) -> None:
