@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -47,7 +47,6 @@ class Settings:
     pool_size: int = 10  # PostgreSQL connections per process, at most
     # Plivo gives up after 8 s; answer 503 well before, so that it retries rather than times out.
     write_timeout: float = 5.0
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         shown = []
