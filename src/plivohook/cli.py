@@ -166,6 +166,24 @@ def _nonce() -> str:
     return "".join(secrets.choice("0123456789") for _ in range(20))
 
 
+def inbound_sms_params(
+    message_uuid: str, text: str, from_number: str = "14155550100", to_number: str = "14155550199"
+) -> list[tuple[str, str]]:
+    """The fields Plivo posts to message_url for an inbound SMS (long code, one part)."""
+    return [
+        ("From", from_number),
+        ("To", to_number),
+        ("Type", "sms"),
+        ("Text", text),
+        ("MessageUUID", message_uuid),
+        ("Units", "1"),
+        ("TotalRate", "0.00000"),
+        ("TotalAmount", "0.00000"),
+        ("MessageIntent", ""),
+        ("PowerpackUUID", ""),
+    ]
+
+
 def signed_request(
     url: str,
     params: list[tuple[str, str]],
@@ -257,18 +275,7 @@ def send(
                 ("ParentMessageUUID", uid),
                 ("ErrorCode", "" if status not in ("failed", "undelivered") else "300"),
             ]
-        return [
-            ("From", from_),
-            ("To", to),
-            ("Type", "sms"),
-            ("Text", text),
-            ("MessageUUID", uid),
-            ("Units", "1"),
-            ("TotalRate", "0.00000"),
-            ("TotalAmount", "0.00000"),
-            ("MessageIntent", ""),
-            ("PowerpackUUID", ""),
-        ]
+        return inbound_sms_params(uid, text, from_, to)
 
     codes: Counter[str] = Counter()
     bodies: list[str] = []

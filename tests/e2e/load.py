@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from plivohook.cli import signed_request
+from plivohook.cli import inbound_sms_params, signed_request
 
 
 @dataclass
@@ -35,18 +35,7 @@ class Plan:
 
 
 def params(uid: str, text: str) -> list[tuple[str, str]]:
-    return [
-        ("From", f"1415555{random.randint(1000, 9999)}"),
-        ("To", "14155550199"),
-        ("Type", "sms"),
-        ("Text", text),
-        ("MessageUUID", uid),
-        ("Units", "1"),
-        ("TotalRate", "0.00000"),
-        ("TotalAmount", "0.00000"),
-        ("MessageIntent", ""),
-        ("PowerpackUUID", ""),
-    ]
+    return inbound_sms_params(uid, text, from_number=f"1415555{random.randint(1000, 9999)}")
 
 
 def make_plan(url: str, token: str, total: int, dup_rate: float, replay_rate: float) -> Plan:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from plivohook.cli import signed_request
+from plivohook.cli import inbound_sms_params, signed_request
 from tests.e2e.conftest import TOKEN, Server
 from tests.faults.report import REPORT
 
@@ -43,18 +43,7 @@ class CheckedServer(Server):
 
 
 def message_params(uid: str, text: str) -> list[tuple[str, str]]:
-    return [
-        ("From", "14155550100"),
-        ("To", "14155550199"),
-        ("Type", "sms"),
-        ("Text", text),
-        ("MessageUUID", uid),
-        ("Units", "1"),
-        ("TotalRate", "0.00000"),
-        ("TotalAmount", "0.00000"),
-        ("MessageIntent", ""),
-        ("PowerpackUUID", ""),
-    ]
+    return inbound_sms_params(uid, text)
 
 
 @dataclass
