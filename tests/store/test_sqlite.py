@@ -80,3 +80,15 @@ def test_waits_off_the_loop_for_another_writer(tmp_path):
         await store.close()
 
     asyncio.run(go())
+
+
+def test_a_message_uuid_with_unstorable_characters_is_stored_once(tmp_path):
+    async def go():
+        store = SQLiteStore(f"sqlite:///{tmp_path}/t.db")
+        await store.open()
+        uuid = "m\x00" + b"\xe9".decode("utf-8", "surrogateescape")
+        assert (await store.write(message(uuid))).outcome is Outcome.STORED
+        assert (await store.write(message(uuid))).outcome is Outcome.DUPLICATE
+        await store.close()
+
+    asyncio.run(go())

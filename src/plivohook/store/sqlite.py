@@ -199,33 +199,46 @@ def _select_in(conn: sqlite3.Connection, sql: str, keys: list[str]) -> dict[str,
     return found
 
 
+def _insert_first(
+    conn: sqlite3.Connection,
+    items: list[tuple[int, str, tuple[Any, ...]]],
+    head: str,
+    width: int,
+    tail: str,
+) -> set[int]:
+    """Insert ``(index, unique key, row)`` items; return the indexes whose row went in.
+
+    Among items sharing a key only the first is offered, so the first in the batch wins, as if
+    each had come in a transaction of its own; ``tail`` must be ``ON CONFLICT … RETURNING key``.
+    """
+    first: dict[str, int] = {}
+    rows = []
+    for i, key, row in items:
+        if key not in first:
+            first[key] = i
+            rows.append(row)
+    inserted = _insert_returning(conn, head, width, rows, tail)
+    return {i for key, i in first.items() if key in inserted}
+
+
 def _claims(conn: sqlite3.Connection, ops: list[WriteOp], stamps: list[str]) -> list[str]:
     """Per operation: 'new', 'retry' (same nonce, same content) or 'replay'."""
     states = ["new"] * len(ops)
     claimed = [(i, op.nonce) for i, op in enumerate(ops) if op.nonce is not None]
     if not claimed:
         return states
-    first: dict[str, int] = {}
-    rows = []
-    for i, nonce in claimed:
-        if nonce.key not in first:
-            first[nonce.key] = i
-            rows.append((nonce.key, nonce.fingerprint, stamps[i]))
-    inserted = _insert_returning(
+    won = _insert_first(
         conn,
+        [(i, n.key, (n.key, n.fingerprint, stamps[i])) for i, n in claimed],
         "INSERT INTO nonces (key, fingerprint, seen_at)",
         3,
-        rows,
         "ON CONFLICT DO NOTHING RETURNING key",
     )
+    lost = [(i, n) for i, n in claimed if i not in won]
     seen = _select_in(
-        conn,
-        "SELECT key, fingerprint FROM nonces WHERE key IN ({marks})",
-        [n.key for i, n in claimed if not (first[n.key] == i and n.key in inserted)],
+        conn, "SELECT key, fingerprint FROM nonces WHERE key IN ({marks})", [n.key for _, n in lost]
     )
-    for i, nonce in claimed:
-        if first[nonce.key] == i and nonce.key in inserted:
-            continue
+    for i, nonce in lost:
         states[i] = "retry" if seen.get(nonce.key) == nonce.fingerprint else "replay"
     return states
 
@@ -234,16 +247,16 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
     stamps = [_iso(op.received_at) for op in ops]  # once per operation, for both its rows
     states = _claims(conn, ops, stamps)
     results: list[WriteResult | None] = [None] * len(ops)
-    messages: list[int] = []
-    statuses: list[int] = []
+    messages: list[tuple[int, MessageWrite]] = []
+    statuses: list[tuple[int, StatusWrite]] = []
     rejections: list[tuple] = []
     for i, op in enumerate(ops):
         if states[i] == "replay":
             results[i] = WriteResult(Outcome.REPLAY)
         elif isinstance(op, MessageWrite):
-            messages.append(i)
+            messages.append((i, op))
         elif isinstance(op, StatusWrite):
-            statuses.append(i)
+            statuses.append((i, op))
         elif isinstance(op, RejectionWrite):
             if states[i] == "retry":
                 results[i] = WriteResult(Outcome.RETRY)
@@ -265,97 +278,80 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
         else:
             raise TypeError(f"unknown operation {type(op).__name__}")
 
+    def again(i: int) -> Outcome:
+        return Outcome.RETRY if states[i] == "retry" else Outcome.DUPLICATE
+
     if messages:
-        first: dict[str, int] = {}
-        rows = []
-        for i in messages:
-            op = ops[i]
-            assert isinstance(op, MessageWrite)
-            if op.message_uuid in first:
-                continue
-            first[op.message_uuid] = i
-            rows.append(
-                _row(
-                    op.message_uuid,
-                    op.from_number,
-                    op.to_number,
-                    op.type,
-                    op.text,
-                    _json(list(op.media)),
-                    _json(list(op.params)),
-                    op.method,
-                    stamps[i],
-                    op.reply,
-                    op.signature_scheme,
-                    op.fingerprint,
-                )
-            )
-        inserted = _insert_returning(
+        won = _insert_first(
             conn,
+            [
+                (
+                    i,
+                    _clean(op.message_uuid),  # as stored, hence as RETURNING gives it back
+                    _row(
+                        op.message_uuid,
+                        op.from_number,
+                        op.to_number,
+                        op.type,
+                        op.text,
+                        _json(list(op.media)),
+                        _json(list(op.params)),
+                        op.method,
+                        stamps[i],
+                        op.reply,
+                        op.signature_scheme,
+                        op.fingerprint,
+                    ),
+                )
+                for i, op in messages
+            ],
             "INSERT INTO messages (message_uuid, from_number, to_number, type, text, media,"
             " params, method, received_at, reply, signature_scheme, fingerprint)",
             12,
-            rows,
             "ON CONFLICT (message_uuid) DO NOTHING RETURNING message_uuid",
         )
-        won = {i for i in messages if first[ops[i].message_uuid] == i}  # type: ignore[union-attr]
-        won = {i for i in won if ops[i].message_uuid in inserted}  # type: ignore[union-attr]
         stored = _select_in(
             conn,
             "SELECT message_uuid, reply FROM messages WHERE message_uuid IN ({marks})",
-            [ops[i].message_uuid for i in messages if i not in won],  # type: ignore[union-attr]
+            [_clean(op.message_uuid) for i, op in messages if i not in won],
         )
-        for i in messages:
-            op = ops[i]
-            assert isinstance(op, MessageWrite)
+        for i, op in messages:
             if i in won:
                 results[i] = WriteResult(Outcome.STORED, op.reply)
             else:
-                outcome = Outcome.RETRY if states[i] == "retry" else Outcome.DUPLICATE
-                results[i] = WriteResult(outcome, stored[op.message_uuid])
+                results[i] = WriteResult(again(i), stored[_clean(op.message_uuid)])
 
     if statuses:
-        first = {}
-        rows = []
-        for i in statuses:
-            op = ops[i]
-            assert isinstance(op, StatusWrite)
-            if op.fingerprint in first:
-                continue
-            first[op.fingerprint] = i
-            rows.append(
-                _row(
-                    op.fingerprint,
-                    op.message_uuid,
-                    op.status,
-                    op.sequence,
-                    op.parent_message_uuid,
-                    op.error_code,
-                    op.reply_to,
-                    _json(list(op.params)),
-                    op.method,
-                    stamps[i],
-                    op.signature_scheme,
-                )
-            )
-        inserted = _insert_returning(
+        won = _insert_first(
             conn,
+            [
+                (
+                    i,
+                    op.fingerprint,
+                    _row(
+                        op.fingerprint,
+                        op.message_uuid,
+                        op.status,
+                        op.sequence,
+                        op.parent_message_uuid,
+                        op.error_code,
+                        op.reply_to,
+                        _json(list(op.params)),
+                        op.method,
+                        stamps[i],
+                        op.signature_scheme,
+                    ),
+                )
+                for i, op in statuses
+            ],
             "INSERT INTO statuses (fingerprint, message_uuid, status, sequence,"
             " parent_message_uuid, error_code, reply_to, params, method, received_at,"
             " signature_scheme)",
             11,
-            rows,
             "ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint",
         )
-        for i in statuses:
-            op = ops[i]
-            assert isinstance(op, StatusWrite)
-            if first[op.fingerprint] == i and op.fingerprint in inserted:
-                results[i] = WriteResult(Outcome.STORED)
-            else:
-                results[i] = WriteResult(
-                    Outcome.RETRY if states[i] == "retry" else Outcome.DUPLICATE
-                )
+        for i, _op in statuses:
+            results[i] = WriteResult(Outcome.STORED) if i in won else WriteResult(again(i))
 
     if rejections:
         conn.executemany(
@@ -556,7 +552,7 @@ class SQLiteStore(Store):
             return
         try:
             results = _apply_batch(conn, ops)
-        except (sqlite3.Error, ValueError, TypeError) as exc:
+        except Exception as exc:  # any failure fails the batch (503), never stalls the writer
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._finish(batch, [StoreUnavailable(f"the write failed: {exc}")] * len(batch))
