@@ -1,6 +1,6 @@
 """Pre-generate distinct, correctly signed Plivo inbound-message requests for bench/replay.lua.
 
-Each request is a POST of form-encoded SMS parameters (a fresh uuid4 MessageUUID each, realistic
+Each request is a POST of form-encoded SMS parameters (a fresh time-based MessageUUID each, realistic
 numbers, some unicode texts) signed both ways, as Plivo signs them: ``X-Plivo-Signature-V2`` over
 the URL and ``X-Plivo-Signature-V3`` over the URL and the parameters, each with its own 20-digit
 nonce. The signatures come from the project's own :mod:`plivohook.protocol.signature`.
@@ -102,6 +102,7 @@ def sms_units(text: str) -> int:
 
 
 NONCE_SPACE = 10**20
+PLIVO_NODE = 0x0242AC120000  # a container's MAC, like the node of Plivo's MessageUUIDs
 STREAMS = 1000  # nonces of stream k are k modulo STREAMS: two streams never share a nonce
 _FORMATTER = string.Formatter()
 _TEMPLATES = [
@@ -123,7 +124,8 @@ class Generator:
 
     Nonces are distinct within a generator (a set) and across generators of distinct
     ``stream`` numbers (the residue), so the runs of one benchmark never repeat one. Each
-    MessageUUID is a fresh :func:`uuid.uuid4`.
+    MessageUUID is a fresh version-1 (time-based) UUID, as Plivo's are (``…-11ee-…``), on a node
+    of the generator's own stream, so that parallel generators never make the same one.
     """
 
     port: int
@@ -178,7 +180,7 @@ class Generator:
         amount = f"{float(rate) * units:.5f}"
         intent = INTENTS.get(text, "")
         powerpack = rng.choice(POWERPACK_UUIDS)
-        message_uuid = str(uuid.uuid4())
+        message_uuid = str(uuid.uuid1(node=PLIVO_NODE | self.stream))
         params = [
             ("From", sender),
             ("To", to),

@@ -262,7 +262,7 @@ def send(
         raise click.UsageError("--auth-token is empty")
 
     def params_for(index: int) -> list[tuple[str, str]]:
-        uid = message_uuid or str(uuid.uuid4())
+        uid = message_uuid or str(uuid.uuid1())  # time-based, as Plivo's are
         if status:
             return [
                 ("MessageUUID", uid),

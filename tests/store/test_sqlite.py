@@ -92,3 +92,38 @@ def test_a_message_uuid_with_unstorable_characters_is_stored_once(tmp_path):
         await store.close()
 
     asyncio.run(go())
+
+
+def test_a_file_made_by_the_first_schema_loses_the_sender_index_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    first = [(v, sql) for v, sql in sqlite_store._migrations() if v == 1]
+    assert first, "the first migration is missing"
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    for statement in sqlite_store._split_sql(first[0][1]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, '2026-01-01T00:00:00+00:00')")
+    conn.execute(
+        "INSERT INTO messages (message_uuid, from_number, to_number, type, text, media, params,"
+        " method, received_at, reply, signature_scheme, fingerprint) VALUES"
+        " ('old-1', '111', '900', 'sms', 'kept', '[]', '[]', 'POST',"
+        " '2026-01-01T00:00:00.000000+00:00', NULL, 'v2', 'f')"
+    )
+    conn.close()
+
+    async def go():
+        store = SQLiteStore(f"sqlite:///{path}")
+        await store.open()
+        try:
+            page = await store.list_messages(from_number="111")
+            assert [m["message_uuid"] for m in page.items] == ["old-1"]
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    conn = sqlite3.connect(path)
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    conn.close()
+    assert "messages_from" not in indexes
+    assert versions == [1, 2]
