@@ -1,9 +1,10 @@
 """Pre-generate distinct, correctly signed Plivo inbound-message requests for bench/replay.lua.
 
-Each request is a POST of form-encoded SMS parameters (a fresh time-based MessageUUID each, realistic
-numbers, some unicode texts) signed both ways, as Plivo signs them: ``X-Plivo-Signature-V2`` over
-the URL and ``X-Plivo-Signature-V3`` over the URL and the parameters, each with its own 20-digit
-nonce. The signatures come from the project's own :mod:`plivohook.protocol.signature`.
+Each request is a POST of form-encoded SMS parameters (a fresh time-based MessageUUID each,
+realistic numbers, some unicode texts) signed both ways, as Plivo signs them:
+``X-Plivo-Signature-V2`` over the URL and ``X-Plivo-Signature-V3`` over the URL and the
+parameters, each with its own 20-digit nonce. The signatures come from the project's own
+:mod:`plivohook.protocol.signature`.
 
 The requests are split in one file per wrk thread (``<prefix>.0``, ``<prefix>.1``, ...), so the
 threads' slices are disjoint. A file is line-oriented, for Lua to read without a parser::
