@@ -1,3 +1,3 @@
-from plivohook.cli import main
+from plivohook.console import main
 
 main()

@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from plivohook.integrations.flask import plivo_webhook
 from plivohook.protocol.params import DeliveryStatus, InboundMessage
 from plivohook.protocol.signature import Verification, sign_v2, sign_v3
-from plivohook.protocol.xml import Response, reply_to
+from plivohook.protocol.xml import Message, Response, XMLValidationError, reply_to
 
 TOKEN = "SUBACCOUNT_TOKEN_0123456789abcdef"
 OLD_TOKEN = "OLD_SUBACCOUNT_TOKEN_00000000000"
@@ -429,6 +429,89 @@ def test_other_answers_are_flasks_business():
     response = app.test_client().post("/plivo/sms", data=FIELDS, headers=headers)
     assert response.status_code == 202
     assert response.get_json() == {"uuid": UUID}
+
+
+# -- replies that cannot be written --------------------------------------------------------------
+
+ALPHANUMERIC = {**FIELDS, "From": "ACME"}
+
+
+def readme_sample(message):
+    """The view of the README's "Your own Flask app" sample, as written there."""
+    return Response([Message(text="Thanks!", src=message.to_number, dst=message.from_number)])
+
+
+class UnwritableResponse(Response):
+    """A Response whose serialisation fails validation (the view returns it, nothing raises)."""
+
+    __slots__ = ()
+
+    def to_bytes(self) -> bytes:
+        raise XMLValidationError("dst: 'ACME' is not a number (2-20 digits, optional '+')")
+
+
+@pytest.mark.parametrize(
+    "returns",
+    [
+        readme_sample,
+        lambda m: (Response([reply_to(m.from_number, m.to_number, "Hi")]), 201),
+        lambda m: UnwritableResponse(),
+        lambda m: (UnwritableResponse(), 201),
+    ],
+    ids=["readme-sample", "reply_to-in-tuple", "serialisation", "serialisation-in-tuple"],
+)
+def test_unanswerable_sender_is_200_empty_response_and_logged(returns, caplog):
+    app, seen = make_app(auth_tokens=TOKEN, public_url=PUBLIC, returns=returns)
+    headers = v3_headers("POST", PUBLIC + "/plivo/sms", ALPHANUMERIC)
+    with caplog.at_level(logging.INFO, logger="plivohook.integrations.flask"):
+        response = app.test_client().post("/plivo/sms", data=ALPHANUMERIC, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/xml"
+    assert response.get_data() == b"<Response/>"
+    assert len(seen) == 1  # the view ran: only its reply was skipped
+    [record] = [r for r in caplog.records if "no reply" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    line = record.getMessage()
+    assert UUID in line
+    assert "'ACME' is not a number" in line
+    assert TOKEN not in caplog.text
+    assert headers["X-Plivo-Signature-V3"] not in caplog.text
+
+
+def test_readme_sample_replies_to_a_number():
+    app, _ = make_app(auth_tokens=TOKEN, public_url=PUBLIC, returns=readme_sample)
+    headers = v3_headers("POST", PUBLIC + "/plivo/sms", FIELDS)
+    response = app.test_client().post("/plivo/sms", data=FIELDS, headers=headers)
+    assert response.status_code == 200
+    assert response.get_data() == (
+        b'<Response><Message src="14155550199" dst="14155550100">Thanks!</Message></Response>'
+    )
+
+
+def test_status_view_raising_xml_validation_error_is_200():
+    def returns(status):
+        raise XMLValidationError("src: 'not a sender!' is neither a number nor a sender id")
+
+    app, seen = make_app(auth_tokens=TOKEN, public_url=PUBLIC, kind="status", returns=returns)
+    headers = v3_headers("POST", PUBLIC + "/plivo/sms", STATUS_FIELDS)
+    response = app.test_client().post("/plivo/sms", data=STATUS_FIELDS, headers=headers)
+    assert response.status_code == 200
+    assert response.get_data() == b"<Response/>"
+    assert len(seen) == 1
+
+
+def test_other_exceptions_from_the_view_stay_flasks(caplog):
+    """Only an unwritable reply is skipped: a bug in the view is still a 500, not a silent 200."""
+
+    def returns(message):
+        raise ValueError("a bug in the view")
+
+    app, _ = make_app(auth_tokens=TOKEN, public_url=PUBLIC, returns=returns)
+    headers = v3_headers("POST", PUBLIC + "/plivo/sms", ALPHANUMERIC)
+    with caplog.at_level(logging.ERROR):
+        response = app.test_client().post("/plivo/sms", data=ALPHANUMERIC, headers=headers)
+    assert response.status_code == 500
+    assert "a bug in the view" in caplog.text  # Flask's own error log
 
 
 # -- tokens -------------------------------------------------------------------------------------

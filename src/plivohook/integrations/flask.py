@@ -2,7 +2,8 @@
 
 For users who keep their Flask app (the shape of Plivo's own receive-SMS sample) instead of running
 the plivohook server. Import this module only where Flask is installed (``pip install
-plivohook[flask]``); nothing else in plivohook imports it::
+'/path/to/plivohook[flask]'`` from a checkout: Flask and nothing of the server); nothing else in
+plivohook imports it::
 
     from flask import Flask
     from plivohook.integrations.flask import plivo_webhook
@@ -50,6 +51,13 @@ What the decorator does, in order:
    :class:`~plivohook.protocol.signature.Verification` in ``flask.g.plivo_verification``. A
    returned :class:`plivohook.protocol.xml.Response` (alone or first in a tuple) is served as
    ``application/xml``, ``None`` as ``<Response/>``; anything else as Flask usually does.
+6. Skips a reply that cannot be written, as ``plivohook serve`` does: when the view raises
+   :class:`~plivohook.protocol.xml.XMLValidationError` (``Message(dst=message.from_number)`` for
+   an alphanumeric sender such as ``ACME``, which cannot be answered) the request is answered
+   ``200 <Response/>`` and a WARNING names the callback and the bad value. Plivo delivered the
+   message, so an error status would only make it retry a callback that fails the same way.
+   The exception unwinds the view, so build the reply after anything the view must do (store,
+   enqueue), or catch ``XMLValidationError`` yourself; any other exception is Flask's, as usual.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ import flask
 from plivohook.protocol.params import ParamsError, parse_message, parse_status
 from plivohook.protocol.signature import verify_request
 from plivohook.protocol.xml import Response as XMLResponse
+from plivohook.protocol.xml import XMLValidationError
 
 __all__ = ["AUTH_TOKEN_CONFIG", "MAIN_AUTH_TOKEN_CONFIG", "plivo_webhook"]
 
@@ -238,13 +247,26 @@ def plivo_webhook(
                 log.warning("plivohook: bad %s callback at %r: %s", kind, request.path, exc)
                 return _text(str(exc), 400)
 
-            rv = flask.current_app.ensure_sync(view)(parsed, *args, **kwargs)
-            if rv is None:
+            try:
+                rv = flask.current_app.ensure_sync(view)(parsed, *args, **kwargs)
+                if rv is None:
+                    return _xml(_EMPTY_XML)
+                if isinstance(rv, XMLResponse):
+                    return _xml(rv.to_bytes())
+                if isinstance(rv, tuple) and rv and isinstance(rv[0], XMLResponse):
+                    return (_xml(rv[0].to_bytes()), *rv[1:])
+            except XMLValidationError as exc:
+                # The message arrived and the view ran; only its reply is unwritable (an
+                # alphanumeric sender is no destination). A 500 would make Plivo retry in vain.
+                # The reason names a Message field and value, never a token.
+                log.warning(
+                    "plivohook: no reply to %s %s at %r: %s",
+                    kind,
+                    parsed.message_uuid,
+                    request.path,
+                    exc,
+                )
                 return _xml(_EMPTY_XML)
-            if isinstance(rv, XMLResponse):
-                return _xml(rv.to_bytes())
-            if isinstance(rv, tuple) and rv and isinstance(rv[0], XMLResponse):
-                return (_xml(rv[0].to_bytes()), *rv[1:])
             return rv
 
         return wrapper
