@@ -11,6 +11,7 @@ import pytest
 
 from plivohook.store import sqlite as sqlite_store
 from plivohook.store.base import MessageWrite, Outcome, StoreUnavailable
+from plivohook.store.migrate import load_migrations
 from plivohook.store.sqlite import SQLiteStore
 
 
@@ -97,7 +98,7 @@ def test_a_message_uuid_with_unstorable_characters_is_stored_once(tmp_path):
 def test_a_file_made_by_the_first_schema_loses_the_sender_index_and_keeps_its_rows(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    first = [(v, sql) for v, sql in sqlite_store._migrations() if v == 1]
+    first = [(m.version, m.sql) for m in load_migrations("sqlite") if m.version == 1]
     assert first, "the first migration is missing"
     conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
     for statement in sqlite_store._split_sql(first[0][1]):

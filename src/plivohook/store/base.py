@@ -13,6 +13,7 @@ import abc
 import base64
 import enum
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ __all__ = [
     "StoreUnavailable",
     "WriteOp",
     "WriteResult",
+    "clean",
     "decode_cursor",
     "encode_cursor",
     "request_fingerprint",
@@ -70,6 +72,26 @@ class NonceClaim:
     @property
     def key(self) -> str:
         return f"{self.family}:{self.nonce}"
+
+
+# NUL and lone surrogates (undecodable bytes kept by surrogateescape) cannot live in a text
+# column (PostgreSQL refuses them, JSON encoders too): both backends store U+FFFD instead.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean(value: Any) -> Any:
+    """``value`` (a str, or lists and dicts of them) as the stores keep it: no NUL, no surrogates.
+
+    Values looked up (a MessageUUID, a filter) are cleaned the same way, so that what was stored
+    cleaned is found again.
+    """
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    return value
 
 
 def request_fingerprint(kind: str, query: str, params: Pairs) -> str:
@@ -180,6 +202,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect, apply pending migrations, start the group-commit writer."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations (without opening for writes); return the versions applied."""
 
     @abc.abstractmethod
     async def close(self) -> None:

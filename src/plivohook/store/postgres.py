@@ -24,7 +24,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -40,7 +39,6 @@ from psycopg.types.json import Jsonb, set_json_loads
 from .base import (
     MessageWrite,
     Outcome,
-    Page,
     RejectionWrite,
     StatusWrite,
     Store,
@@ -49,10 +47,10 @@ from .base import (
     StoreUnavailable,
     WriteOp,
     WriteResult,
-    decode_cursor,
-    encode_cursor,
+    clean,
 )
 from .migrate import load_migrations, pending_migrations
+from .reads import Dialect, SQLReads
 
 __all__ = ["PostgresStore"]
 
@@ -67,34 +65,9 @@ _DATA_ERROR_CLASSES = {"22", "23", "54"}
 _TRANSIENT = {"40001", "40P01"}  # serialization failure, deadlock: rolled back, safe to redo
 _ATTEMPTS = 3
 
-_MESSAGE_COLUMNS = """m.id, m.message_uuid, m.from_number, m.to_number, m.type, m.text, m.media,
-    m.received_at, m.params, m.reply, m.signature_scheme, m.method,
-    (SELECT s.status FROM statuses AS s WHERE s.reply_to = m.message_uuid
-     ORDER BY coalesce(s.sequence, -1) DESC, s.id DESC LIMIT 1) AS status"""
-_STATUS_COLUMNS = """message_uuid, status, sequence, parent_message_uuid, error_code, reply_to,
-    params, received_at, signature_scheme"""
-_REJECTION_COLUMNS = """id, method, path, query, headers, body, reason, received_at,
-    signature_scheme"""
-
 
 def _raw_json(payload: bytes) -> bytes:
     return payload
-
-
-# NUL and lone surrogates (undecodable bytes kept by surrogateescape) cannot live in a text
-# column: each becomes U+FFFD, exactly as in the SQLite backend.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _clean(value: Any) -> Any:
-    """``value`` with every NUL and lone surrogate in its strings replaced by U+FFFD."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _pairs(pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
@@ -165,7 +138,7 @@ def encode_op(op: WriteOp) -> bytes:
         data = b""
     if not data or b"\\u0000" in data:  # jsonb refuses \u0000 (may be a false alarm: harmless)
         try:
-            data = orjson.dumps(_clean(doc), option=orjson.OPT_NAIVE_UTC)
+            data = orjson.dumps(clean(doc), option=orjson.OPT_NAIVE_UTC)
         except orjson.JSONEncodeError as exc:
             raise StoreError(f"operation cannot be stored: {exc}") from None
     return data
@@ -285,7 +258,7 @@ class _Pending:
         self.future = future
 
 
-class PostgresStore(Store):
+class PostgresStore(SQLReads, Store):
     """A :class:`Store` on PostgreSQL 12 or newer (tested on 15).
 
     ``pool_min`` connections are opened by :meth:`open`, at most ``pool_max`` are ever open (the
@@ -294,6 +267,9 @@ class PostgresStore(Store):
     ``timeout`` (seconds) bounds the wait for a connection and every statement (server
     ``statement_timeout``), so that a write fails with StoreUnavailable instead of hanging.
     """
+
+    # psycopg hands jsonb back decoded (orjson, see set_json_loads) and timestamptz as datetime.
+    dialect = Dialect(placeholder="%s", ilike="ILIKE", json=lambda value: value, time=_utc)
 
     def __init__(
         self,
@@ -462,15 +438,6 @@ class PostgresStore(Store):
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc, seconds)) from None
 
-    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            async with self._connection() as conn:
-                async with asyncio.timeout(self._timeout + 2):
-                    cur = await conn.execute(query.encode(), params)
-                    return await cur.fetchall() if cur.description else []
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
-
     # -- writes --------------------------------------------------------------------------------
 
     async def write(self, op: WriteOp) -> WriteResult:
@@ -580,143 +547,19 @@ class PostgresStore(Store):
             key = result.outcome.value
             stats.outcomes[key] = stats.outcomes.get(key, 0) + 1
 
-    # -- reads ---------------------------------------------------------------------------------
+    # -- reads: the queries are store/reads.py's; this is the one primitive they need -------------
 
-    @staticmethod
-    def _before(cursor: str | None) -> int | None:
-        if cursor is None:
-            return None
-        value = decode_cursor(cursor)
-        if value > _MAX_BIGINT:
-            raise ValueError("cursor out of range")
-        return value
-
-    @staticmethod
-    def _message(row: tuple[Any, ...]) -> dict[str, Any]:
-        return {
-            "message_uuid": row[1],
-            "from": row[2],
-            "to": row[3],
-            "type": row[4],
-            "text": row[5],
-            "media": row[6],
-            "received_at": _utc(row[7]),
-            "params": row[8],
-            "reply": row[9],
-            "status": row[12],
-            "signature_scheme": row[10],
-            "method": row[11],
-        }
-
-    async def list_messages(
-        self,
-        *,
-        limit: int = 50,
-        cursor: str | None = None,
-        from_number: str | None = None,
-        to_number: str | None = None,
-        q: str | None = None,
-    ) -> Page:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        before = self._before(cursor)
-        where: list[str] = []
-        params: list[Any] = []
-        if before is not None:
-            where.append("m.id < %s")
-            params.append(before)
-        if from_number is not None:
-            where.append("m.from_number = %s")
-            params.append(_clean(from_number))
-        if to_number is not None:
-            where.append("m.to_number = %s")
-            params.append(_clean(to_number))
-        if q:
-            escaped = _clean(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("m.text ILIKE %s ESCAPE '\\'")
-            params.append(f"%{escaped}%")
-        params.append(limit + 1)
-        condition = f"WHERE {' AND '.join(where)}" if where else ""
-        # Only constant fragments are joined above; every value is a parameter.
-        rows = await self._fetch(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages AS m {condition} "  # noqa: S608
-            "ORDER BY m.id DESC LIMIT %s",
-            params,
-        )
-        return self._page(rows, limit, self._message)
-
-    @staticmethod
-    def _page(rows: list[tuple[Any, ...]], limit: int, convert: Any) -> Page:
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[convert(row) for row in rows],
-            next_cursor=encode_cursor(rows[-1][0]) if more else None,
-        )
-
-    async def get_message(self, message_uuid: str) -> dict[str, Any] | None:
-        rows = await self._fetch(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages AS m WHERE m.message_uuid = %s",  # noqa: S608
-            [_clean(message_uuid)],
-        )
-        return self._message(rows[0]) if rows else None
-
-    async def get_statuses(self, message_uuid: str) -> list[dict[str, Any]]:
-        key = _clean(message_uuid)
-        rows = await self._fetch(
-            f"SELECT {_STATUS_COLUMNS} FROM statuses "  # noqa: S608
-            "WHERE message_uuid = %s OR parent_message_uuid = %s "
-            "ORDER BY coalesce(sequence, -1), id",
-            [key, key],
-        )
-        return [
-            {
-                "message_uuid": row[0],
-                "status": row[1],
-                "sequence": row[2],
-                "parent_message_uuid": row[3],
-                "error_code": row[4],
-                "reply_to": row[5],
-                "params": row[6],
-                "received_at": _utc(row[7]),
-                "signature_scheme": row[8],
-            }
-            for row in rows
-        ]
-
-    @staticmethod
-    def _rejection(row: tuple[Any, ...]) -> dict[str, Any]:
-        body = bytes(row[5])
-        return {
-            "id": row[0],
-            "method": row[1],
-            "path": row[2],
-            "query": row[3],
-            "headers": row[4],
-            "body": body.decode("utf-8", "replace"),
-            "body_base64": base64.b64encode(body).decode("ascii"),
-            "reason": row[6],
-            "received_at": _utc(row[7]),
-            "signature_scheme": row[8],
-        }
-
-    async def list_rejections(self, *, limit: int = 50, cursor: str | None = None) -> Page:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        before = self._before(cursor)
-        if before is None:
-            rows = await self._fetch(
-                f"SELECT {_REJECTION_COLUMNS} FROM rejections "  # noqa: S608
-                "ORDER BY id DESC LIMIT %s",
-                [limit + 1],
-            )
-        else:
-            rows = await self._fetch(
-                f"SELECT {_REJECTION_COLUMNS} FROM rejections WHERE id < %s "  # noqa: S608
-                "ORDER BY id DESC LIMIT %s",
-                [before, limit + 1],
-            )
-        return self._page(rows, limit, self._rejection)
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        try:
+            async with self._connection() as conn:
+                async with asyncio.timeout(self._timeout + 2):
+                    cur = await conn.execute(sql.encode(), args)
+                    if cur.description is None:
+                        return []
+                    names = [column.name for column in cur.description]
+                    return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
 
     async def prune_nonces(self, older_than: datetime) -> int:
         try:
@@ -726,16 +569,3 @@ class PostgresStore(Store):
                     return cur.rowcount
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
-
-    async def counts(self) -> dict[str, int]:
-        rows = await self._fetch(
-            "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM statuses),"
-            " (SELECT count(*) FROM rejections), (SELECT count(*) FROM nonces)"
-        )
-        messages, statuses, rejections, nonces = rows[0]
-        return {
-            "messages": messages,
-            "statuses": statuses,
-            "rejections": rejections,
-            "nonces": nonces,
-        }

@@ -13,17 +13,14 @@ serialises their writers, and uniqueness is decided by the constraints, never by
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,6 @@ import orjson
 from .base import (
     MessageWrite,
     Outcome,
-    Page,
     RejectionWrite,
     StatusWrite,
     Store,
@@ -40,9 +36,10 @@ from .base import (
     StoreUnavailable,
     WriteOp,
     WriteResult,
-    decode_cursor,
-    encode_cursor,
+    clean,
 )
+from .migrate import load_migrations, pending_migrations
+from .reads import Dialect, SQLReads
 
 __all__ = ["SQLiteStore", "path_from_url"]
 
@@ -67,19 +64,7 @@ def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-# NUL and lone surrogates (undecodable bytes kept by surrogateescape) cannot live in a text
-# column (PostgreSQL refuses them, JSON encoders too): both backends store U+FFFD instead.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return value
+_clean = clean  # the hot path calls it per value: a module-level name is the fast lookup
 
 
 def _row(*values: Any) -> tuple[Any, ...]:
@@ -96,16 +81,6 @@ def _json(value: Any) -> str:
     except TypeError:  # a lone surrogate: not UTF-8
         return orjson.dumps(_clean(value)).decode()
     return orjson.dumps(_clean(value)).decode() if "\\u0000" in text else text
-
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("plivohook.store") / "migrations" / "sqlite"
-    found = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            found.append((int(name[:4]), entry.read_text("utf-8")))
-    return sorted(found)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -132,17 +107,15 @@ def _migrate(conn: sqlite3.Connection) -> list[int]:
         )
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
         applied = []
-        for version, sql in _migrations():
-            if version in done:
-                continue
+        for migration in pending_migrations(load_migrations("sqlite"), done):
             # executescript would COMMIT the open transaction; run statements one by one.
-            for statement in _split_sql(sql):
+            for statement in _split_sql(migration.sql):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                (version, _iso(datetime.now(UTC))),
+                (migration.version, _iso(datetime.now(UTC))),
             )
-            applied.append(version)
+            applied.append(migration.version)
         conn.execute("COMMIT")
         return applied
     except BaseException:
@@ -362,68 +335,11 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
     return results  # type: ignore[return-value]
 
 
-# -- rows to API dicts --------------------------------------------------------------------------
+class SQLiteStore(SQLReads, Store):
+    # JSON is kept as text, timestamps as ISO 8601 text (UTC). SQLite's LIKE ignores case for
+    # ASCII letters only (ICU is not in the stdlib build); PostgreSQL's ILIKE for every letter.
+    dialect = Dialect(placeholder="?", ilike="LIKE", json=orjson.loads, time=_dt)
 
-_MESSAGE_COLUMNS = (
-    "m.id, m.message_uuid, m.from_number, m.to_number, m.type, m.text, m.media, m.params,"
-    " m.method, m.received_at, m.reply, m.signature_scheme,"
-    " (SELECT s.status FROM statuses s WHERE s.reply_to = m.message_uuid"
-    "  ORDER BY COALESCE(s.sequence, -1) DESC, s.id DESC LIMIT 1)"
-)
-
-
-def _message(row: tuple) -> dict[str, Any]:
-    return {
-        "message_uuid": row[1],
-        "from": row[2],
-        "to": row[3],
-        "type": row[4],
-        "text": row[5],
-        "media": orjson.loads(row[6]),
-        "params": orjson.loads(row[7]),
-        "method": row[8],
-        "received_at": _dt(row[9]),
-        "reply": row[10],
-        "signature_scheme": row[11],
-        "status": row[12],
-    }
-
-
-def _status(row: tuple) -> dict[str, Any]:
-    return {
-        "message_uuid": row[0],
-        "status": row[1],
-        "sequence": row[2],
-        "parent_message_uuid": row[3],
-        "error_code": row[4],
-        "reply_to": row[5],
-        "params": orjson.loads(row[6]),
-        "received_at": _dt(row[7]),
-        "signature_scheme": row[8],
-    }
-
-
-def _rejection(row: tuple) -> dict[str, Any]:
-    body = bytes(row[5])
-    return {
-        "id": row[0],
-        "method": row[1],
-        "path": row[2],
-        "query": row[3],
-        "headers": orjson.loads(row[4]),
-        "body": body.decode("utf-8", "replace"),
-        "body_base64": base64.b64encode(body).decode("ascii"),
-        "reason": row[6],
-        "received_at": _dt(row[7]),
-        "signature_scheme": row[8],
-    }
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-class SQLiteStore(Store):
     def __init__(
         self, url: str, *, batch_max: int = 512, timeout: float = 5.0, **_ignored: object
     ) -> None:
@@ -617,6 +533,14 @@ class SQLiteStore(Store):
 
     # -- reads ----------------------------------------------------------------------------------
 
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute(sql, args)
+            names = [column[0] for column in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        return await self._read(run)
+
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         def run() -> Any:
             if self._reader is None:
@@ -629,75 +553,6 @@ class SQLiteStore(Store):
 
         return await asyncio.to_thread(run)
 
-    async def list_messages(
-        self,
-        *,
-        limit: int = 50,
-        cursor: str | None = None,
-        from_number: str | None = None,
-        to_number: str | None = None,
-        q: str | None = None,
-    ) -> Page:
-        where, args = [], []
-        if cursor:
-            where.append("m.id < ?")
-            args.append(decode_cursor(cursor))
-        if from_number:
-            where.append("m.from_number = ?")
-            args.append(_clean(from_number))
-        if to_number:
-            where.append("m.to_number = ?")
-            args.append(_clean(to_number))
-        if q:
-            where.append("m.text LIKE ? ESCAPE '\\'")
-            args.append(_like(_clean(q)))
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"  # noqa: S608 (constant SQL)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY m.id DESC LIMIT ?"
-        args.append(limit + 1)
-        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            [_message(r) for r in rows], encode_cursor(rows[-1][0]) if more and rows else None
-        )
-
-    async def get_message(self, message_uuid: str) -> dict[str, Any] | None:
-        message_uuid = _clean(message_uuid)  # stored text never holds NUL or lone surrogates
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.message_uuid = ?"  # noqa: S608
-        row = await self._read(lambda c: c.execute(sql, (message_uuid,)).fetchone())
-        return _message(row) if row else None
-
-    async def get_statuses(self, message_uuid: str) -> list[dict[str, Any]]:
-        message_uuid = _clean(message_uuid)
-        sql = (
-            "SELECT message_uuid, status, sequence, parent_message_uuid, error_code, reply_to,"
-            " params, received_at, signature_scheme FROM statuses"
-            " WHERE message_uuid = ? OR parent_message_uuid = ?"
-            " ORDER BY COALESCE(sequence, -1), id"
-        )
-        rows = await self._read(lambda c: c.execute(sql, (message_uuid, message_uuid)).fetchall())
-        return [_status(r) for r in rows]
-
-    async def list_rejections(self, *, limit: int = 50, cursor: str | None = None) -> Page:
-        args: list[Any] = []
-        sql = (
-            "SELECT id, method, path, query, headers, body, reason, received_at, signature_scheme"
-            " FROM rejections"
-        )
-        if cursor:
-            sql += " WHERE id < ?"
-            args.append(decode_cursor(cursor))
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit + 1)
-        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            [_rejection(r) for r in rows], encode_cursor(rows[-1][0]) if more and rows else None
-        )
-
     async def prune_nonces(self, older_than: datetime) -> int:
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute(
@@ -705,15 +560,6 @@ class SQLiteStore(Store):
             ).rowcount
 
         return await self._submit(run)
-
-    async def counts(self) -> dict[str, int]:
-        def run(conn: sqlite3.Connection) -> dict[str, int]:
-            return {
-                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
-                for table in ("messages", "statuses", "rejections", "nonces")
-            }
-
-        return await self._read(run)
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """A maintenance write on a connection of its own, beside the group-commit writer."""

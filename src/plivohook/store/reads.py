@@ -1,0 +1,260 @@
+"""The read side, one for both backends: queries, typed views, pagination.
+
+The two backends used to carry their own copies of every listing (and had drifted: ``LIKE``
+against ``ILIKE``, ``if from_number:`` against ``is not None``, rows mapped by position). Here
+each query is built once; a backend contributes only a :class:`Dialect` (its placeholder, its
+case-insensitive match, how its driver hands back JSON and timestamps) and one primitive,
+``_rows(sql, args)``, that returns rows as dicts keyed by column name. Views are mapped by name,
+so adding a column cannot shift another.
+
+The views are what the API, the CLI and the OpenAPI document show (tests/test_openapi.py checks
+the document's schemas against these TypedDicts, so the two cannot drift).
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+
+from .base import Page, clean, decode_cursor, encode_cursor
+
+__all__ = [
+    "Dialect",
+    "MessageView",
+    "RejectionView",
+    "SQLReads",
+    "StatusView",
+    "like_pattern",
+    "page_of",
+]
+
+# "from" is a keyword: the functional form is the only way to name the field as the API does.
+MessageView = TypedDict(
+    "MessageView",
+    {
+        "message_uuid": str,
+        "from": str,
+        "to": str,
+        "type": str,
+        "text": str,
+        "media": list[dict[str, Any]],
+        "params": list[list[str]],  # every parameter as received, in order
+        "method": str,
+        "received_at": datetime,
+        "reply": str | None,
+        "signature_scheme": str,
+        "status": str | None,  # the latest delivery report of our reply, if any
+    },
+)
+
+
+class StatusView(TypedDict):
+    message_uuid: str
+    status: str
+    sequence: int | None
+    parent_message_uuid: str | None
+    error_code: str | None
+    reply_to: str | None
+    params: list[list[str]]
+    received_at: datetime
+    signature_scheme: str
+
+
+class RejectionView(TypedDict):
+    id: int
+    method: str
+    path: str
+    query: str
+    headers: list[list[str]]
+    body: str  # decoded as UTF-8 with replacement, for reading
+    body_base64: str  # the exact bytes
+    reason: str
+    received_at: datetime
+    signature_scheme: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the backends' SQL and drivers, and nothing else."""
+
+    placeholder: str  # "?" (sqlite3) or "%s" (psycopg)
+    ilike: str  # a case-insensitive LIKE: SQLite's LIKE is one (for ASCII), PostgreSQL's ILIKE
+    json: Callable[[Any], Any]  # a JSON column as the driver returns it -> Python
+    time: Callable[[Any], datetime]  # a timestamp column as the driver returns it -> aware UTC
+
+    def sql(self, text: str) -> str:
+        """``text`` written with ``?`` placeholders, in this dialect."""
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards escaped (matched with ``ESCAPE '\\'``)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def page_of(rows: Sequence[dict[str, Any]], limit: int, view: Callable[[Any], Any]) -> Page:
+    """One page from ``limit + 1`` rows fetched newest first: the extra row says there is more."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        [view(row) for row in rows], encode_cursor(rows[-1]["id"]) if more and rows else None
+    )
+
+
+def _before(cursor: str | None) -> int | None:
+    return None if cursor is None else decode_cursor(cursor)  # ValueError: not one of ours
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+
+
+# The latest report about our reply to a message: the inbox and the API show it beside the text.
+_MESSAGE_SELECT = (
+    "SELECT m.id AS id, m.message_uuid AS message_uuid, m.from_number AS from_number,"
+    " m.to_number AS to_number, m.type AS type, m.text AS text, m.media AS media,"
+    " m.params AS params, m.method AS method, m.received_at AS received_at, m.reply AS reply,"
+    " m.signature_scheme AS signature_scheme,"
+    " (SELECT s.status FROM statuses s WHERE s.reply_to = m.message_uuid"
+    "  ORDER BY COALESCE(s.sequence, -1) DESC, s.id DESC LIMIT 1) AS status"
+    " FROM messages m"
+)
+_STATUS_SELECT = (
+    "SELECT id, message_uuid, status, sequence, parent_message_uuid, error_code, reply_to,"
+    " params, received_at, signature_scheme FROM statuses"
+)
+_REJECTION_SELECT = (
+    "SELECT id, method, path, query, headers, body, reason, received_at, signature_scheme"
+    " FROM rejections"
+)
+TABLES = ("messages", "statuses", "rejections", "nonces")
+
+
+class SQLReads(abc.ABC):
+    """The read methods of :class:`~plivohook.store.base.Store`, for a SQL backend."""
+
+    dialect: Dialect
+
+    @abc.abstractmethod
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one read (``?`` placeholders already in the dialect) and return named rows."""
+
+    def message_view(self, row: dict[str, Any]) -> MessageView:
+        d = self.dialect
+        return {
+            "message_uuid": row["message_uuid"],
+            "from": row["from_number"],
+            "to": row["to_number"],
+            "type": row["type"],
+            "text": row["text"],
+            "media": d.json(row["media"]),
+            "params": d.json(row["params"]),
+            "method": row["method"],
+            "received_at": d.time(row["received_at"]),
+            "reply": row["reply"],
+            "signature_scheme": row["signature_scheme"],
+            "status": row["status"],
+        }
+
+    def status_view(self, row: dict[str, Any]) -> StatusView:
+        d = self.dialect
+        return {
+            "message_uuid": row["message_uuid"],
+            "status": row["status"],
+            "sequence": row["sequence"],
+            "parent_message_uuid": row["parent_message_uuid"],
+            "error_code": row["error_code"],
+            "reply_to": row["reply_to"],
+            "params": d.json(row["params"]),
+            "received_at": d.time(row["received_at"]),
+            "signature_scheme": row["signature_scheme"],
+        }
+
+    def rejection_view(self, row: dict[str, Any]) -> RejectionView:
+        d = self.dialect
+        body = bytes(row["body"])
+        return {
+            "id": row["id"],
+            "method": row["method"],
+            "path": row["path"],
+            "query": row["query"],
+            "headers": d.json(row["headers"]),
+            "body": body.decode("utf-8", "replace"),
+            "body_base64": base64.b64encode(body).decode("ascii"),
+            "reason": row["reason"],
+            "received_at": d.time(row["received_at"]),
+            "signature_scheme": row["signature_scheme"],
+        }
+
+    async def list_messages(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        from_number: str | None = None,
+        to_number: str | None = None,
+        q: str | None = None,
+    ) -> Page:
+        _check_limit(limit)
+        where: list[str] = []
+        args: list[Any] = []
+        if (before := _before(cursor)) is not None:
+            where.append("m.id < ?")
+            args.append(before)
+        if from_number is not None:
+            where.append("m.from_number = ?")
+            args.append(clean(from_number))  # stored text never holds NUL or lone surrogates
+        if to_number is not None:
+            where.append("m.to_number = ?")
+            args.append(clean(to_number))
+        if q:
+            where.append(f"m.text {self.dialect.ilike} ? ESCAPE '\\'")
+            args.append(like_pattern(clean(q)))
+        sql = _MESSAGE_SELECT
+        if where:  # only constant fragments are joined; every value is a parameter
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY m.id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._rows(self.dialect.sql(sql), args)
+        return page_of(rows, limit, self.message_view)
+
+    async def get_message(self, message_uuid: str) -> MessageView | None:
+        rows = await self._rows(
+            self.dialect.sql(f"{_MESSAGE_SELECT} WHERE m.message_uuid = ?"), [clean(message_uuid)]
+        )
+        return self.message_view(rows[0]) if rows else None
+
+    async def get_statuses(self, message_uuid: str) -> list[StatusView]:
+        key = clean(message_uuid)
+        rows = await self._rows(
+            self.dialect.sql(
+                f"{_STATUS_SELECT} WHERE message_uuid = ? OR parent_message_uuid = ?"
+                " ORDER BY COALESCE(sequence, -1), id"
+            ),
+            [key, key],
+        )
+        return [self.status_view(row) for row in rows]
+
+    async def list_rejections(self, *, limit: int = 50, cursor: str | None = None) -> Page:
+        _check_limit(limit)
+        args: list[Any] = []
+        sql = _REJECTION_SELECT
+        if (before := _before(cursor)) is not None:
+            sql += " WHERE id < ?"
+            args.append(before)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._rows(self.dialect.sql(sql), args)
+        return page_of(rows, limit, self.rejection_view)
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per table, in one statement."""
+        # Constant table names only.
+        sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in TABLES)  # noqa: S608
+        rows = await self._rows(sql)
+        return {table: int(rows[0][table]) for table in TABLES}
