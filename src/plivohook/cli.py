@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sys
 import time
 import uuid
@@ -17,8 +16,13 @@ import click
 
 from .config import ConfigError, Settings, split_tokens
 from .protocol import signature
-
-SCHEMES = ("v2", "ma-v2", "v3", "ma-v3")
+from .protocol.simulator import (
+    SCHEMES,
+    inbound_sms_params,
+    new_nonce,
+    signed_request,
+    status_params,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -162,60 +166,6 @@ def migrate(database: str) -> None:
 # -- send: simulate Plivo -----------------------------------------------------------------------
 
 
-def _nonce() -> str:
-    return "".join(secrets.choice("0123456789") for _ in range(20))
-
-
-def inbound_sms_params(
-    message_uuid: str, text: str, from_number: str = "14155550100", to_number: str = "14155550199"
-) -> list[tuple[str, str]]:
-    """The fields Plivo posts to message_url for an inbound SMS (long code, one part)."""
-    return [
-        ("From", from_number),
-        ("To", to_number),
-        ("Type", "sms"),
-        ("Text", text),
-        ("MessageUUID", message_uuid),
-        ("Units", "1"),
-        ("TotalRate", "0.00000"),
-        ("TotalAmount", "0.00000"),
-        ("MessageIntent", ""),
-        ("PowerpackUUID", ""),
-    ]
-
-
-def signed_request(
-    url: str,
-    params: list[tuple[str, str]],
-    token: str,
-    schemes: tuple[str, ...],
-    method: str = "POST",
-) -> tuple[str, dict[str, str], bytes | None]:
-    """The URL, headers and body Plivo would send for these params."""
-    from urllib.parse import urlencode
-
-    headers: dict[str, str] = {}
-    if method == "GET":
-        url = url + ("&" if "?" in url else "?") + urlencode(params)
-        body = None
-        signed_params: list[tuple[str, str]] = []
-    else:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-        body = urlencode(params).encode()
-        signed_params = params
-    v2_nonce, v3_nonce = _nonce(), _nonce()
-    for scheme in schemes:
-        if scheme in ("v2", "ma-v2"):
-            headers["X-Plivo-Signature-V2-Nonce"] = v2_nonce
-            name = "X-Plivo-Signature-V2" if scheme == "v2" else "X-Plivo-Signature-Ma-V2"
-            headers[name] = signature.sign_v2(url, v2_nonce, token)
-        else:
-            headers["X-Plivo-Signature-V3-Nonce"] = v3_nonce
-            name = "X-Plivo-Signature-V3" if scheme == "v3" else "X-Plivo-Signature-Ma-V3"
-            headers[name] = signature.sign_v3(method, url, signed_params, v3_nonce, token)
-    return url, headers, body
-
-
 @main.command()
 @click.argument("url")
 @click.option("--auth-token", required=True, envvar="PLIVO_AUTH_TOKEN", help="Token to sign with.")
@@ -264,17 +214,7 @@ def send(
     def params_for(index: int) -> list[tuple[str, str]]:
         uid = message_uuid or str(uuid.uuid1())  # time-based, as Plivo's are
         if status:
-            return [
-                ("MessageUUID", uid),
-                ("Status", status),
-                ("From", from_),
-                ("To", to),
-                ("Type", "sms"),
-                ("Units", "1"),
-                ("Sequence", str(index + 1)),
-                ("ParentMessageUUID", uid),
-                ("ErrorCode", "" if status not in ("failed", "undelivered") else "300"),
-            ]
+            return status_params(uid, status, from_number=from_, to_number=to, sequence=index + 1)
         return inbound_sms_params(uid, text, from_, to)
 
     codes: Counter[str] = Counter()
@@ -431,7 +371,7 @@ def sign(
     version: str,
 ) -> None:
     """Show the exact string Plivo signs for a request, and the signature header."""
-    nonce = nonce or _nonce()
+    nonce = nonce or new_nonce()
     pairs = _pairs(params)
     if not signature.base_url_variants(url):
         raise click.BadParameter(f"{url!r} is not a valid URL", param_hint="URL")

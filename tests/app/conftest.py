@@ -7,8 +7,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from plivohook.app import create_app
-from plivohook.cli import signed_request
 from plivohook.config import Settings
+from plivohook.protocol.simulator import signed_request
 from tests.backends import BACKENDS, database_url
 
 TOKEN = "test-auth-token-1234567890"

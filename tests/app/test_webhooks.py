@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plivohook.cli import signed_request
+from plivohook.protocol.simulator import signed_request
 from tests.app.conftest import BASE, MAIN_TOKEN, TOKEN, form, make_harness, sms
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from plivohook.cli import inbound_sms_params, signed_request
+from plivohook.protocol.simulator import inbound_sms_params, signed_request
 
 
 @dataclass

@@ -59,7 +59,7 @@ def test_two_processes_store_each_message_once_and_answer_alike(server_factory):
 
 def test_same_delivery_to_two_processes_at_once(server_factory):
     """Plivo's retry of one message landing on two machines at the same moment."""
-    from plivohook.cli import signed_request
+    from plivohook.protocol.simulator import signed_request
     from tests.e2e.load import params
 
     with fresh_postgres_database() as url:

@@ -106,7 +106,7 @@ def test_insecure_mode_warns_and_records_scheme_none(server_factory, tmp_path):
 
 def test_send_is_signed_as_plivo_does(server_factory, tmp_path):
     """What `plivohook send` signs, the SDK's validate_signature accepts, and the server too."""
-    from plivohook.cli import signed_request
+    from plivohook.protocol.simulator import signed_request
 
     server = server_factory(f"sqlite:///{tmp_path}/s.db").start()
     url = server.url + "/plivo/message"
@@ -215,7 +215,7 @@ def test_ready_line_and_healthz(server_factory, tmp_path):
 
 def test_forwarded_headers_are_ignored_unless_trusted(server_factory, tmp_path):
     """uvicorn would trust X-Forwarded-Proto from 127.0.0.1 by itself; plivohook must not."""
-    from plivohook.cli import signed_request
+    from plivohook.protocol.simulator import signed_request
 
     for trusted in (False, True):
         args = ("--trust-forwarded-headers",) if trusted else ()

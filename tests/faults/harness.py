@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from plivohook.cli import inbound_sms_params, signed_request
+from plivohook.protocol.simulator import inbound_sms_params, signed_request
 from tests.e2e.conftest import TOKEN, Server
 from tests.faults.report import REPORT
 

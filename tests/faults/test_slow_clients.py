@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from plivohook.cli import signed_request
+from plivohook.protocol.simulator import signed_request
 from tests.faults.harness import TOKEN, CheckedServer, message_params, stored_messages
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

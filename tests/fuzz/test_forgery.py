@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from plivohook.cli import signed_request
+from plivohook.protocol.simulator import signed_request
 from tests.fuzz.harness import BASE, MAIN_TOKEN, TOKEN, Fuzzed, assert_clean, fuzzed_app
 
 SCHEMES = ["v2", "ma-v2", "v3", "ma-v3"]

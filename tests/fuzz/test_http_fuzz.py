@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from plivohook.cli import signed_request
+from plivohook.protocol.simulator import signed_request
 from tests.backends import BACKENDS, database_url
 from tests.fuzz.harness import (
     ADMIN,

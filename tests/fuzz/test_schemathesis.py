@@ -20,8 +20,8 @@ from schemathesis.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from plivohook.cli import signed_request  # noqa: E402
 from plivohook.openapi import OPENAPI  # noqa: E402
+from plivohook.protocol.simulator import signed_request  # noqa: E402
 from tests.fuzz.harness import ADMIN, BASE, TOKEN, Fuzzed, fuzzed_app  # noqa: E402
 
 EXAMPLES = 60  # per operation and mode
