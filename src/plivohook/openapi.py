@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import __version__
+from .protocol.params import message_fields, status_fields
 
 __all__ = ["OPENAPI", "openapi_json"]
 
@@ -67,47 +68,9 @@ _SIGNATURE_HEADERS = [
     )
 ]
 
-_MESSAGE_FIELDS: dict[str, str] = {
-    "MessageUUID": "Plivo's identifier of the message: stored once, whatever the retries.",
-    "From": "The sender: a phone number or an alphanumeric sender id.",
-    "To": "Your Plivo number.",
-    "Type": "sms, mms or whatsapp.",
-    "Text": "The text of an SMS.",
-    "Body": "The text of an MMS.",
-    "Units": "Billing units.",
-    "TotalRate": "Rate per unit.",
-    "TotalAmount": "Total amount charged.",
-    "MessageIntent": "The message's intent, if any.",
-    "PowerpackUUID": "The Powerpack that received it, if any.",
-    "MediaCount": "Number of attachments.",
-    "Media0": "URL of an attachment (Media0, Media1, ...).",
-    "MediaContentType0": "Content type of an attachment.",
-    "ContentType": "WhatsApp content type.",
-    "MimeType": "WhatsApp media type.",
-    "ErrorCode": "Plivo's error code, if any.",
-}
-_STATUS_FIELDS: dict[str, str] = {
-    "MessageUUID": "The outbound message this report is about.",
-    "Status": "queued, sent, delivered, undelivered, failed, read, rejected, ...",
-    "To": "The recipient.",
-    "From": "The sender.",
-    "Type": "sms, mms or whatsapp.",
-    "Units": "Billing units.",
-    "TotalRate": "Rate per unit.",
-    "TotalAmount": "Total amount charged.",
-    "MCC": "Mobile country code.",
-    "MNC": "Mobile network code.",
-    "ErrorCode": "Carrier or Plivo error code for a failure.",
-    "ParentMessageUUID": "The first part's MessageUUID for a multi-part message.",
-    "PartInfo": "Which part of a multi-part message.",
-    "Sequence": "Order of this report among the message's reports.",
-    "MessageTime": "YYYY-mm-dd HH:MM:SS (UTC).",
-    "QueuedTime": "YYYY-mm-dd HH:MM:SS (UTC).",
-    "SentTime": "YYYY-mm-dd HH:MM:SS (UTC).",
-    "DeliveryReportTime": "YYYY-mm-dd HH:MM:SS (UTC).",
-    "PowerpackUUID": "The Powerpack used, if any.",
-    "requester_ip": "Where Plivo received the send request from.",
-}
+# The fields' names and meanings come from the parser's own specs (protocol/params.py).
+_MESSAGE_FIELDS: dict[str, str] = {f.name: f.description for f in message_fields()}
+_STATUS_FIELDS: dict[str, str] = {f.name: f.description for f in status_fields()}
 
 
 def _form_schema(fields: dict[str, str]) -> dict[str, Any]:

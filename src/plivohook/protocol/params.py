@@ -37,11 +37,14 @@ __all__ = [
     "FAILURE_STATUSES",
     "FINAL_STATUSES",
     "DeliveryStatus",
+    "FieldDoc",
     "InboundMessage",
     "Media",
     "ParamsError",
+    "message_fields",
     "parse_message",
     "parse_status",
+    "status_fields",
 ]
 
 Extra = Mapping[str, str | tuple[str, ...]]
@@ -308,6 +311,77 @@ _STATUS_SPEC: _Spec = (
     ("PowerpackUUID", "powerpack_uuid", _text, False),
     ("requester_ip", "requester_ip", _text, False),
 )
+
+# What each field means, for people: the OpenAPI document and the README are built from these,
+# so the parser's specs above and the documents cannot drift (tests/test_openapi.py).
+_MESSAGE_DOCS: dict[str, str] = {
+    "MessageUUID": "Plivo's identifier of the message: stored once, whatever the retries.",
+    "From": "The sender: a phone number or an alphanumeric sender id.",
+    "To": "Your Plivo number.",
+    "Type": "sms, mms or whatsapp.",
+    "Text": "The text of an SMS.",
+    "Body": "The text of an MMS.",
+    "MediaCount": "Number of attachments.",
+    "Units": "Billing units.",
+    "TotalRate": "Rate per unit.",
+    "TotalAmount": "Total amount charged.",
+    "MessageIntent": "The message's intent, if any (optout, optin, help).",
+    "PowerpackUUID": "The Powerpack that received it, if any.",
+    "ErrorCode": "Plivo's error code, if any.",
+    # Not in the spec above: numbered, or WhatsApp's, and kept verbatim.
+    "Media0": "URL of an attachment (Media0, Media1, ...).",
+    "MediaContentType0": "Content type of an attachment.",
+    "ContentType": "WhatsApp content type.",
+    "MimeType": "WhatsApp media type.",
+}
+_STATUS_DOCS: dict[str, str] = {
+    "MessageUUID": "The outbound message this report is about.",
+    "Status": "queued, sent, delivered, undelivered, failed, read, rejected, ...",
+    "To": "The recipient.",
+    "From": "The sender.",
+    "Type": "sms, mms or whatsapp.",
+    "Units": "Billing units.",
+    "TotalRate": "Rate per unit.",
+    "TotalAmount": "Total amount charged.",
+    "MCC": "Mobile country code.",
+    "MNC": "Mobile network code.",
+    "ErrorCode": "Carrier or Plivo error code for a failure.",
+    "ParentMessageUUID": "The first part's MessageUUID for a multi-part message.",
+    "PartInfo": "Which part of a multi-part message.",
+    "Sequence": "Order of this report among the message's reports.",
+    "MessageTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "QueuedTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "SentTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "DeliveryReportTime": "YYYY-mm-dd HH:MM:SS (UTC).",
+    "PowerpackUUID": "The Powerpack used, if any.",
+    "requester_ip": "Where Plivo received the send request from.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDoc:
+    """One parameter Plivo sends, as documented: its name, meaning, and whether it must come."""
+
+    name: str
+    description: str
+    required: bool = False
+
+
+def _docs(spec: _Spec, docs: Mapping[str, str]) -> tuple[FieldDoc, ...]:
+    parsed = tuple(FieldDoc(name, docs[name], required) for name, _a, _p, required in spec)
+    known = {f.name for f in parsed}
+    return parsed + tuple(FieldDoc(name, text) for name, text in docs.items() if name not in known)
+
+
+def message_fields() -> tuple[FieldDoc, ...]:
+    """Every field of an inbound message the parser knows, in its order, then the kept-verbatim."""
+    return _docs(_MESSAGE_SPEC, _MESSAGE_DOCS)
+
+
+def status_fields() -> tuple[FieldDoc, ...]:
+    """Every field of a delivery report the parser knows, in its order."""
+    return _docs(_STATUS_SPEC, _STATUS_DOCS)
+
 
 _MESSAGE_KEYS = frozenset(spec[0] for spec in _MESSAGE_SPEC)
 _STATUS_KEYS = frozenset(spec[0] for spec in _STATUS_SPEC)
