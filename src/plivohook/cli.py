@@ -9,12 +9,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from .config import ConfigError, Settings, split_tokens
+from .config import ConfigError, Settings, click_options, setting_fields, split_tokens
 from .protocol import signature
 from .protocol.simulator import (
     SCHEMES,
@@ -35,115 +35,38 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="PLIVOHOOK_HOST")
-@click.option("--port", default=8080, show_default=True, type=int, envvar="PLIVOHOOK_PORT")
-@click.option(
-    "--database",
-    default="sqlite:///plivohook.db",
-    show_default=True,
-    envvar="PLIVOHOOK_DATABASE_URL",
-    help="sqlite:///path or postgresql://user@host/db",
-)
-@click.option(
-    "--auth-token",
-    "auth_tokens",
-    multiple=True,
-    envvar="PLIVO_AUTH_TOKEN",
-    help="Plivo auth token; repeat (or comma-separate) to rotate. [env PLIVO_AUTH_TOKEN]",
-)
-@click.option(
-    "--main-auth-token",
-    "main_auth_tokens",
-    multiple=True,
-    envvar="PLIVO_MAIN_AUTH_TOKEN",
-    help="The main account's token, for the Ma- headers. [env PLIVO_MAIN_AUTH_TOKEN]",
-)
-@click.option(
-    "--public-url",
-    envvar="PLIVOHOOK_PUBLIC_URL",
-    help="The public base URL Plivo calls (https://example.com), used to check signatures.",
-)
-@click.option(
-    "--trust-forwarded-headers",
-    is_flag=True,
-    envvar="PLIVOHOOK_TRUST_FORWARDED_HEADERS",
-    help="Believe X-Forwarded-Proto/-Host (only behind a proxy that sets them).",
-)
-@click.option("--admin-token", envvar="PLIVOHOOK_ADMIN_TOKEN", help="Bearer token for /api/*.")
-@click.option("--auto-reply", envvar="PLIVOHOOK_AUTO_REPLY", help="Text sent back to every sender.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option(
-    "--nonce-retention",
-    default=7 * 24 * 3600,
-    show_default=True,
-    type=click.IntRange(60),
-    envvar="PLIVOHOOK_NONCE_RETENTION_SECONDS",
-    help="Seconds a nonce is remembered to refuse replays.",
-)
-@click.option(
-    "--pool-size",
-    default=10,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    envvar="PLIVOHOOK_POOL_SIZE",
-    help="PostgreSQL connections per worker process, at most.",
-)
-@click.option(
-    "--insecure-skip-verify",
-    is_flag=True,
-    envvar="PLIVOHOOK_INSECURE_SKIP_VERIFY",
-    help="Accept unsigned requests (testing only).",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-def serve(
-    host: str,
-    port: int,
-    database: str,
-    auth_tokens: tuple[str, ...],
-    main_auth_tokens: tuple[str, ...],
-    public_url: str | None,
-    trust_forwarded_headers: bool,
-    admin_token: str | None,
-    auto_reply: str | None,
-    workers: int,
-    nonce_retention: int,
-    pool_size: int,
-    insecure_skip_verify: bool,
-    log_level: str,
-) -> None:
-    """Run the receiver: point Plivo's message_url at /plivo/message, callbacks at /plivo/status."""
+@click_options
+def serve(**options: Any) -> None:
+    """Run the receiver: point Plivo's message_url at /plivo/message, callbacks at /plivo/status.
+
+    Every option can also be set by its environment variable (shown with each option).
+    """
     try:
-        settings = Settings(
-            database_url=database,
-            auth_tokens=split_tokens(list(auth_tokens)),
-            main_auth_tokens=split_tokens(list(main_auth_tokens)),
-            public_url=public_url or None,
-            trust_forwarded_headers=trust_forwarded_headers,
-            admin_token=admin_token or None,
-            auto_reply=auto_reply or None,
-            insecure_skip_verify=insecure_skip_verify,
-            nonce_retention=timedelta(seconds=nonce_retention),
-            pool_size=pool_size,
-        ).validated()
+        settings = Settings.from_options(options).validated()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from .server import run
 
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if insecure_skip_verify:
+    context = click.get_current_context()
+    for f, spec in setting_fields():
+        if spec.secret and context.get_parameter_source(f.name) is ParameterSource.COMMANDLINE:
+            click.secho(
+                f"WARNING: {spec.flag} on the command line is visible to every user in the "
+                f"process list; set {spec.env} or use {spec.file_flag} instead.",
+                fg="yellow",
+                err=True,
+            )
+    if settings.insecure_skip_verify:
         click.secho(
             "WARNING: --insecure-skip-verify: signatures are not checked; anyone can post.",
             fg="red",
             err=True,
         )
-    run(settings, host=host, port=port, workers=workers, log_level=log_level)
+    run(settings)
 
 
 # -- migrate ------------------------------------------------------------------------------------

@@ -1,16 +1,37 @@
-"""The service's settings: one frozen object, built by the CLI or from the environment."""
+"""The service's settings, each defined once: its flag, environment variable, parser and help.
+
+A field of :class:`Settings` carries a :class:`Setting` in its metadata; everything else is
+derived from it: ``serve``'s click options (:func:`click_options`), the settings from those
+options (:meth:`Settings.from_options`), the environment a worker process is started with
+(:meth:`Settings.to_env`) and the settings it rebuilds from it (:meth:`Settings.from_env`). They
+used to be listed by hand in four places, and one was lost on the way: ``--pool-size`` never
+reached the workers of ``--workers N``. tests/test_config.py round-trips every field and checks
+the README's table against these definitions.
+
+Secrets (the tokens) may also come from a file (``--auth-token-file``, ``PLIVO_AUTH_TOKEN_FILE``)
+so that they need not appear in the process list, and are never shown by ``repr``.
+"""
 
 from __future__ import annotations
 
+import enum
 import os
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings", "split_tokens"]
-
-# Never printed, logged or returned by the API.
-SECRET_FIELDS = frozenset({"auth_tokens", "main_auth_tokens", "admin_token"})
+__all__ = [
+    "ConfigError",
+    "Kind",
+    "Setting",
+    "Settings",
+    "click_options",
+    "setting_fields",
+    "split_tokens",
+]
 
 
 class ConfigError(ValueError):
@@ -18,7 +39,7 @@ class ConfigError(ValueError):
 
 
 def split_tokens(values: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """Tokens from repeated flags and/or comma-separated text, blanks dropped, order kept."""
+    """Values from repeated flags and/or comma-separated text, blanks dropped, order kept."""
     if not values:
         return ()
     if isinstance(values, str):
@@ -32,27 +53,226 @@ def split_tokens(values: str | list[str] | tuple[str, ...] | None) -> tuple[str,
     return tuple(tokens)
 
 
+class Kind(enum.Enum):
+    """How a setting is written as text (a flag's value, an environment variable)."""
+
+    STRING = "string"  # never empty
+    OPTIONAL = "optional"  # str | None; empty text is None
+    BOOL = "bool"  # a flag; 1/true/yes/on in the environment
+    INT = "int"
+    FLOAT = "float"
+    SECONDS = "seconds"  # a timedelta, written as whole seconds
+    LIST = "list"  # tuple[str, ...]: a repeated flag, comma-separated text
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    env: str
+    help: str
+    kind: Kind = Kind.STRING
+    flag: str | None = None  # None: environment only
+    secret: bool = False  # never printed, logged or returned; may also come from a file
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def file_env(self) -> str:
+        return f"{self.env}_FILE"
+
+    @property
+    def file_flag(self) -> str | None:
+        return f"{self.flag}-file" if self.flag else None
+
+    def parse(self, text: str, name: str) -> Any:
+        """The value of ``text`` (from the environment); ConfigError names ``name``."""
+        kind = self.kind
+        if kind is Kind.LIST:
+            return split_tokens(text)
+        if kind is Kind.OPTIONAL:
+            return text or None
+        if kind is Kind.BOOL:
+            lowered = text.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ConfigError(f"{name} must be 1 or 0 (true or false), not {text!r}")
+            return lowered in _TRUE
+        if kind in (Kind.INT, Kind.SECONDS, Kind.FLOAT):
+            try:
+                number: float = float(text) if kind is Kind.FLOAT else int(text)
+            except ValueError:
+                what = "a number" if kind is Kind.FLOAT else "a whole number"
+                raise ConfigError(f"{name} must be {what}, not {text!r}") from None
+            self.check_range(number, name)
+            return timedelta(seconds=number) if kind is Kind.SECONDS else number
+        if self.choices and text not in self.choices:
+            raise ConfigError(f"{name} must be one of {', '.join(self.choices)}, not {text!r}")
+        return text
+
+    def check_range(self, number: float, name: str) -> None:
+        if (self.min is not None and number < self.min) or (
+            self.max is not None and number > self.max
+        ):
+            low = "" if self.min is None else _number(self.min)
+            high = "" if self.max is None else _number(self.max)
+            raise ConfigError(f"{name} must be in the range {low}..{high}, not {_number(number)}")
+
+    def format(self, value: Any) -> str:
+        """``value`` as :meth:`parse` reads it back."""
+        if value is None:
+            return ""
+        kind = self.kind
+        if kind is Kind.LIST:
+            return ",".join(value)
+        if kind is Kind.BOOL:
+            return "1" if value else ""
+        if kind is Kind.SECONDS:
+            return str(int(value.total_seconds()))
+        return str(value)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def setting(default: Any, **spec: Any) -> Any:
+    """A dataclass field of :class:`Settings` with its :class:`Setting`."""
+    return field(default=default, metadata={"setting": Setting(**spec)})
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///plivohook.db"
-    auth_tokens: tuple[str, ...] = ()
-    main_auth_tokens: tuple[str, ...] = ()
-    public_url: str | None = None
-    trust_forwarded_headers: bool = False
-    admin_token: str | None = None
-    auto_reply: str | None = None
-    insecure_skip_verify: bool = False
-    nonce_retention: timedelta = timedelta(days=7)
-    max_body_bytes: int = 64 * 1024
-    pool_size: int = 10  # PostgreSQL connections per process, at most
+    database_url: str = setting(
+        "sqlite:///plivohook.db",
+        env="PLIVOHOOK_DATABASE_URL",
+        flag="--database",
+        help="sqlite:///path (default) or postgresql://user@host/db.",
+    )
+    auth_tokens: tuple[str, ...] = setting(
+        (),
+        env="PLIVO_AUTH_TOKEN",
+        flag="--auth-token",
+        kind=Kind.LIST,
+        secret=True,
+        help="Plivo auth token; repeat (or comma-separate) to rotate.",
+    )
+    main_auth_tokens: tuple[str, ...] = setting(
+        (),
+        env="PLIVO_MAIN_AUTH_TOKEN",
+        flag="--main-auth-token",
+        kind=Kind.LIST,
+        secret=True,
+        help="The main account's token, for the Ma- headers of subaccounts.",
+    )
+    public_url: str | None = setting(
+        None,
+        env="PLIVOHOOK_PUBLIC_URL",
+        flag="--public-url",
+        kind=Kind.OPTIONAL,
+        help="The public base URL Plivo calls (https://example.com), used to check signatures.",
+    )
+    trust_forwarded_headers: bool = setting(
+        False,
+        env="PLIVOHOOK_TRUST_FORWARDED_HEADERS",
+        flag="--trust-forwarded-headers",
+        kind=Kind.BOOL,
+        help="Believe X-Forwarded-Proto/-Host (only behind a proxy that sets them).",
+    )
+    admin_token: str | None = setting(
+        None,
+        env="PLIVOHOOK_ADMIN_TOKEN",
+        flag="--admin-token",
+        kind=Kind.OPTIONAL,
+        secret=True,
+        help="Bearer token for /api/* (at least 16 characters); the API is off without it.",
+    )
+    auto_reply: str | None = setting(
+        None,
+        env="PLIVOHOOK_AUTO_REPLY",
+        flag="--auto-reply",
+        kind=Kind.OPTIONAL,
+        help="Text sent back to every sender.",
+    )
+    insecure_skip_verify: bool = setting(
+        False,
+        env="PLIVOHOOK_INSECURE_SKIP_VERIFY",
+        flag="--insecure-skip-verify",
+        kind=Kind.BOOL,
+        help="Accept unsigned requests (testing only).",
+    )
+    nonce_retention: timedelta = setting(  # noqa: RUF009 (a field(), not a default)
+        timedelta(days=7),
+        env="PLIVOHOOK_NONCE_RETENTION_SECONDS",
+        flag="--nonce-retention",
+        kind=Kind.SECONDS,
+        min=60,
+        help="Seconds a nonce is remembered to refuse replays.",
+    )
+    max_body_bytes: int = setting(
+        64 * 1024,
+        env="PLIVOHOOK_MAX_BODY_BYTES",
+        flag="--max-body-bytes",
+        kind=Kind.INT,
+        min=1024,
+        max=16 * 1024 * 1024,
+        help="Largest request body accepted (413 beyond).",
+    )
+    pool_size: int = setting(
+        10,
+        env="PLIVOHOOK_POOL_SIZE",
+        flag="--pool-size",
+        kind=Kind.INT,
+        min=1,
+        max=1000,
+        help="PostgreSQL connections per worker process, at most.",
+    )
     # Plivo gives up after 8 s; answer 503 well before, so that it retries rather than times out.
-    write_timeout: float = 5.0
+    write_timeout: float = setting(
+        5.0,
+        env="PLIVOHOOK_WRITE_TIMEOUT",
+        flag="--write-timeout",
+        kind=Kind.FLOAT,
+        min=0.1,
+        max=60,
+        help="Seconds a commit may take before the request is answered 503 (Plivo retries).",
+    )
+    host: str = setting(
+        "127.0.0.1", env="PLIVOHOOK_HOST", flag="--host", help="Address to listen on."
+    )
+    port: int = setting(
+        8080,
+        env="PLIVOHOOK_PORT",
+        flag="--port",
+        kind=Kind.INT,
+        min=1,
+        max=65535,
+        help="Port to listen on.",
+    )
+    workers: int = setting(
+        1,
+        env="PLIVOHOOK_WORKERS",
+        flag="--workers",
+        kind=Kind.INT,
+        min=1,
+        max=64,
+        help="Worker processes sharing the port.",
+    )
+    log_level: str = setting(
+        "info",
+        env="PLIVOHOOK_LOG_LEVEL",
+        flag="--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="Log level.",
+    )
 
     def __repr__(self) -> str:
         shown = []
-        for f in fields(self):
+        for f, spec in setting_fields():
             value = getattr(self, f.name)
-            if f.name in SECRET_FIELDS and value:
+            if spec.secret and value:
                 value = "<hidden>"
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
@@ -60,10 +280,18 @@ class Settings:
     def validated(self) -> Settings:
         if not self.auth_tokens and not self.main_auth_tokens and not self.insecure_skip_verify:
             raise ConfigError(
-                "no Plivo auth token: give --auth-token (or PLIVO_AUTH_TOKEN, comma-separated for "
-                "rotation), or --insecure-skip-verify to accept unsigned requests (never in "
-                "production)"
+                "no Plivo auth token: set PLIVO_AUTH_TOKEN (comma-separated for rotation) or "
+                "give --auth-token-file, or --insecure-skip-verify to accept unsigned requests "
+                "(never in production)"
             )
+        for f, spec in setting_fields():
+            value = getattr(self, f.name)
+            if spec.kind in (Kind.INT, Kind.FLOAT):
+                spec.check_range(value, spec.flag or spec.env)
+            elif spec.kind is Kind.SECONDS:
+                spec.check_range(value.total_seconds(), spec.flag or spec.env)
+            elif spec.choices and value not in spec.choices:
+                raise ConfigError(f"{spec.flag} must be one of {', '.join(spec.choices)}")
         public_url = self.public_url
         if public_url:
             parts = urlsplit(public_url)
@@ -72,40 +300,117 @@ class Settings:
             if parts.query or parts.fragment:
                 raise ConfigError("--public-url must not have a query or a fragment")
             public_url = public_url.rstrip("/")
-        if self.pool_size < 1:
-            raise ConfigError("--pool-size must be at least 1")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("--admin-token must be at least 16 characters long")
         return replace(self, public_url=public_url)
 
     def to_env(self) -> dict[str, str]:
-        """The environment a worker process needs to rebuild these settings."""
-        env = {
-            "PLIVOHOOK_DATABASE_URL": self.database_url,
-            "PLIVO_AUTH_TOKEN": ",".join(self.auth_tokens),
-            "PLIVO_MAIN_AUTH_TOKEN": ",".join(self.main_auth_tokens),
-            "PLIVOHOOK_PUBLIC_URL": self.public_url or "",
-            "PLIVOHOOK_TRUST_FORWARDED_HEADERS": "1" if self.trust_forwarded_headers else "",
-            "PLIVOHOOK_ADMIN_TOKEN": self.admin_token or "",
-            "PLIVOHOOK_AUTO_REPLY": self.auto_reply or "",
-            "PLIVOHOOK_INSECURE_SKIP_VERIFY": "1" if self.insecure_skip_verify else "",
-            "PLIVOHOOK_NONCE_RETENTION_SECONDS": str(int(self.nonce_retention.total_seconds())),
-            "PLIVOHOOK_POOL_SIZE": str(self.pool_size),
-        }
-        return env
+        """The environment a worker process needs to rebuild these settings (every field)."""
+        return {spec.env: spec.format(getattr(self, f.name)) for f, spec in setting_fields()}
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        retention = env.get("PLIVOHOOK_NONCE_RETENTION_SECONDS")
-        return cls(
-            database_url=env.get("PLIVOHOOK_DATABASE_URL") or cls.database_url,
-            auth_tokens=split_tokens(env.get("PLIVO_AUTH_TOKEN")),
-            main_auth_tokens=split_tokens(env.get("PLIVO_MAIN_AUTH_TOKEN")),
-            public_url=env.get("PLIVOHOOK_PUBLIC_URL") or None,
-            trust_forwarded_headers=bool(env.get("PLIVOHOOK_TRUST_FORWARDED_HEADERS")),
-            admin_token=env.get("PLIVOHOOK_ADMIN_TOKEN") or None,
-            auto_reply=env.get("PLIVOHOOK_AUTO_REPLY") or None,
-            insecure_skip_verify=bool(env.get("PLIVOHOOK_INSECURE_SKIP_VERIFY")),
-            nonce_retention=timedelta(seconds=int(retention)) if retention else cls.nonce_retention,
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from environment variables; an unset or empty one keeps its default.
+
+        A secret may come from the file named by ``<VAR>_FILE`` instead.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f, spec in setting_fields():
+            text = env.get(spec.env)
+            if not text and spec.secret and env.get(spec.file_env):
+                text = read_secret_file(env[spec.file_env], spec.file_env)
+            if text is None or (text == "" and spec.kind is not Kind.BOOL):
+                continue
+            values[f.name] = spec.parse(text, spec.env)
+        return cls(**values)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """Settings from :func:`click_options`' parameters (keyed by field name)."""
+        values: dict[str, Any] = {}
+        for f, spec in setting_fields():
+            value = options.get(f.name)
+            if spec.secret and not value and options.get(f"{f.name}_file"):
+                value = read_secret_file(options[f"{f.name}_file"], spec.file_flag or "")
+            if value is None or value == () or value == "":
+                continue
+            if spec.kind is Kind.LIST:
+                value = split_tokens(list(value) if not isinstance(value, str) else value)
+            elif spec.kind is Kind.SECONDS:
+                value = timedelta(seconds=value)
+            values[f.name] = value
+        return cls(**values)
+
+
+def setting_fields() -> Iterator[tuple[Field[Any], Setting]]:
+    for f in fields(Settings):
+        yield f, f.metadata["setting"]
+
+
+def read_secret_file(path: str, name: str) -> str:
+    """The secret in ``path``: its text, stripped (a trailing newline is not part of a token)."""
+    try:
+        return Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _default(f: Field[Any]) -> Any:
+    return f.default if f.default is not MISSING else None
+
+
+def click_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a click command with one option per setting (and ``--<secret>-file`` ones).
+
+    The command receives every setting under its field name, and each secret's file as
+    ``<name>_file``; :meth:`Settings.from_options` turns them into settings.
+    """
+    import click
+
+    decorators = []
+    for f, spec in setting_fields():
+        if spec.flag is None:
+            continue
+        default = _default(f)
+        kwargs: dict[str, Any] = {
+            "envvar": spec.env,
+            "show_envvar": True,
+            "help": spec.help,
+        }
+        kind = spec.kind
+        if kind is Kind.BOOL:
+            kwargs.update(is_flag=True, default=False)
+        elif kind is Kind.LIST:
+            kwargs.update(multiple=True)
+        elif kind in (Kind.INT, Kind.SECONDS):
+            low = None if spec.min is None else int(spec.min)
+            high = None if spec.max is None else int(spec.max)
+            number = int(default.total_seconds()) if kind is Kind.SECONDS else default
+            kwargs.update(type=click.IntRange(low, high), default=number, show_default=True)
+        elif kind is Kind.FLOAT:
+            kwargs.update(
+                type=click.FloatRange(spec.min, spec.max), default=default, show_default=True
+            )
+        elif spec.choices:
+            kwargs.update(type=click.Choice(spec.choices), default=default, show_default=True)
+        elif default is not None:
+            kwargs.update(default=default, show_default=True)
+        if spec.secret:
+            # Flags are visible to every user in `ps`: the environment or a file is the way.
+            kwargs["help"] += " Prefer the environment variable or the -file option."
+        decorators.append(click.option(spec.flag, f.name, **kwargs))
+        if spec.secret and spec.file_flag:
+            decorators.append(
+                click.option(
+                    spec.file_flag,
+                    f"{f.name}_file",
+                    envvar=spec.file_env,
+                    show_envvar=True,
+                    type=click.Path(dir_okay=False),
+                    help=f"Read {spec.flag}'s value from this file.",
+                )
+            )
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command

@@ -128,7 +128,13 @@ def _config(app: object, host: str, port: int, log_level: str, **extra: object) 
     )
 
 
-def run(settings: Settings, *, host: str, port: int, workers: int, log_level: str) -> None:
+def run(settings: Settings) -> None:
+    host, port, workers, log_level = (
+        settings.host,
+        settings.port,
+        settings.workers,
+        settings.log_level,
+    )
     line = _ready_line(host, port, workers)
     if workers == 1:
         server = _Server(_config(create_app(settings), host, port, log_level), line)
