@@ -45,8 +45,12 @@ def test_case(case: dict, case_rules: Rules) -> None:
 def test_every_compliance_word_is_in_the_table() -> None:
     from plivohook.replies.compliance import HELP_WORDS, OPT_IN_WORDS, OPT_OUT_WORDS
 
-    texts = {case["text"].strip().lower() for case in CASES if case["expect"]["source"] != "none"}
-    assert OPT_OUT_WORDS | OPT_IN_WORDS | HELP_WORDS <= texts
+    answered = {
+        case["text"].strip().lower()
+        for case in CASES
+        if case["expect"]["source"].startswith("compliance:")
+    }
+    assert answered >= OPT_OUT_WORDS | OPT_IN_WORDS | HELP_WORDS
 
 
 def test_issue_example_file() -> None:
@@ -55,9 +59,15 @@ def test_issue_example_file() -> None:
     assert rules.rules[1].to == frozenset({"14155550100"})
     assert rules.match("Hours", "1415", "14155550100").source == "rule 1"
     found = rules.match("price tea", "1415", "14155550100")
-    assert (found.reply, found.source, found.rule) == ("Prices for tea are on our site.", "rule 2", 2)
+    assert (found.reply, found.source, found.rule) == (
+        "Prices for tea are on our site.",
+        "rule 2",
+        2,
+    )
     assert rules.match("price tea", "1415", "19995550100").source == "default"
-    assert rules.compliance_reply("help", "help", "a", "b") == "Example Co. Reply STOP to unsubscribe."
+    assert (
+        rules.compliance_reply("help", "help", "a", "b") == "Example Co. Reply STOP to unsubscribe."
+    )
     assert rules.path == str(DATA / "example.toml")
     assert re.fullmatch(r"[0-9a-f]{64}", rules.digest)
 

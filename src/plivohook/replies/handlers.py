@@ -172,7 +172,7 @@ def load_handler(spec: str) -> Handler:
             raise HandlerError(f"--handler {spec}: {module_name} has no {attr_path!r}") from None
     if not callable(target):
         raise HandlerError(
-            f"--handler {spec}: {attr_path} is a {type(target).__name__}, not a function"
+            f"--handler {spec}: {attr_path} is not callable (it is {type(target).__name__})"
         )
     return target  # type: ignore[no-any-return]
 
