@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 
 from .config import Settings
 from .openapi import openapi_json
@@ -37,18 +36,16 @@ from .store.base import (
     Outcome,
     RejectionWrite,
     StatusWrite,
-    decode_cursor,
     request_fingerprint,
 )
+from .web.api import api_app
+from .web.asgi import Receive, Scope, Send, json_response, now, send_response
+from .web.middleware import API_CSP, SecurityHeaders
 
 __all__ = ["PlivohookApp", "create_app", "create_app_from_env"]
 
 log = logging.getLogger("plivohook")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 EMPTY_RESPONSE = b"<Response/>"
 WEBHOOK_PATHS = {"/plivo/message": "message", "/plivo/status": "status"}
@@ -58,13 +55,6 @@ _FORM = "application/x-www-form-urlencoded"
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8"), _NOSNIFF]
 _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), _NOSNIFF]
-# For everything but the webhooks: nothing here is meant to be framed, sniffed or cached.
-_SECURITY_HEADERS = [
-    _NOSNIFF,
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-]
 
 
 class WebhookError(Exception):
@@ -75,14 +65,6 @@ class WebhookError(Exception):
         self.status = status
         self.reason = reason
         self.headers = headers or []
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Webhooks:
@@ -103,16 +85,18 @@ class Webhooks:
             status, body, headers = await self.handle(scope, receive, kind)
         except WebhookError as exc:
             self.counters[f"{kind}_{exc.status}"] += 1
-            await _send(send, exc.status, exc.reason.encode() + b"\n", _TEXT_HEADERS + exc.headers)
+            await send_response(
+                send, exc.status, exc.reason.encode() + b"\n", _TEXT_HEADERS + exc.headers
+            )
             return
         except Exception:
             # Never a stack trace to the client; the log has it.
             log.exception("unexpected error on %s", scope.get("path"))
             self.counters[f"{kind}_500"] += 1
-            await _send(send, 500, b"internal error\n", _TEXT_HEADERS)
+            await send_response(send, 500, b"internal error\n", _TEXT_HEADERS)
             return
         self.counters[f"{kind}_{status}"] += 1
-        await _send(send, status, body, headers)
+        await send_response(send, status, body, headers)
 
     async def handle(
         self, scope: Scope, receive: Receive, kind: str
@@ -149,7 +133,7 @@ class Webhooks:
             scheme_name = verification.scheme or "none"
         fingerprint = request_fingerprint(kind, query, params)
         claim = None if self.settings.insecure_skip_verify else _nonce_claim(headers, fingerprint)
-        received_at = _now()
+        received_at = now()
         store = self._store()
 
         def rejection(reason: str, nonce: NonceClaim | None) -> RejectionWrite:
@@ -330,166 +314,16 @@ def _nonce_claim(headers: dict[str, str], fingerprint: str) -> NonceClaim | None
     return None
 
 
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-# -- the admin API ------------------------------------------------------------------------------
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(data, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME),
-        status_code=status,
-        media_type="application/json",
-        headers={"cache-control": "no-store"},
-    )
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _rfc3339(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(type(value).__name__)
-
-
-def _params_object(pairs: list[list[str]] | list[tuple[str, str]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            previous = result[key]
-            result[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            result[key] = value
-    return result
-
-
-def _message_view(message: dict[str, Any]) -> dict[str, Any]:
-    view = dict(message)
-    view["params"] = _params_object(message["params"])
-    return view
-
-
-def _status_view(status: dict[str, Any]) -> dict[str, Any]:
-    view = dict(status)
-    view["params"] = _params_object(status["params"])
-    return view
-
-
-def _problem(status: int, reason: str) -> Response:
-    return _json({"error": reason}, status)
-
-
-class AdminAPI:
-    def __init__(self, settings: Settings, store_ref: Callable[[], Store]):
-        self.admin_token = settings.admin_token
-        self._store = store_ref
-
-    def _authorized(self, request: Request) -> Response | None:
-        if not self.admin_token:
-            return _problem(404, "the API is disabled: set --admin-token to enable it")
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), self.admin_token.encode()
-        ):
-            return Response(
-                orjson.dumps({"error": "missing or wrong bearer token"}),
-                status_code=401,
-                media_type="application/json",
-                headers={
-                    "www-authenticate": 'Bearer realm="plivohook"',
-                    "cache-control": "no-store",
-                },
-            )
-        return None
-
-    @staticmethod
-    def _limit(request: Request) -> int:
-        raw = request.query_params.get("limit", "50")
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise ValueError("limit must be an integer from 1 to 500") from None
-        if not 1 <= limit <= 500:
-            raise ValueError("limit must be an integer from 1 to 500")
-        return limit
-
-    async def messages(self, request: Request) -> Response:
-        if (denied := self._authorized(request)) is not None:
-            return denied
-        params = request.query_params
-        try:
-            limit = self._limit(request)
-            cursor = params.get("cursor") or None
-            if cursor:
-                decode_cursor(cursor)
-        except ValueError as exc:
-            reason = str(exc) if "limit" in str(exc) else "cursor is not one this API gave"
-            return _problem(400, reason)
-        page = await self._store().list_messages(
-            limit=limit,
-            cursor=cursor,
-            from_number=params.get("from") or None,
-            to_number=params.get("to") or None,
-            q=params.get("q") or None,
-        )
-        return _json(
-            {"messages": [_message_view(m) for m in page.items], "next_cursor": page.next_cursor}
-        )
-
-    async def message(self, request: Request) -> Response:
-        if (denied := self._authorized(request)) is not None:
-            return denied
-        found = await self._store().get_message(request.path_params["message_uuid"])
-        if found is None:
-            return _problem(404, "no message with that MessageUUID")
-        return _json(_message_view(found))
-
-    async def statuses(self, request: Request) -> Response:
-        if (denied := self._authorized(request)) is not None:
-            return denied
-        uuid = request.path_params["message_uuid"]
-        history = await self._store().get_statuses(uuid)
-        latest = None
-        for report in history:
-            latest = report["status"]
-        return _json(
-            {
-                "message_uuid": uuid,
-                "status": latest,
-                "statuses": [_status_view(s) for s in history],
-            }
-        )
-
-    async def rejections(self, request: Request) -> Response:
-        if (denied := self._authorized(request)) is not None:
-            return denied
-        try:
-            limit = self._limit(request)
-            cursor = request.query_params.get("cursor") or None
-            if cursor:
-                decode_cursor(cursor)
-        except ValueError as exc:
-            reason = str(exc) if "limit" in str(exc) else "cursor is not one this API gave"
-            return _problem(400, reason)
-        page = await self._store().list_rejections(limit=limit, cursor=cursor)
-        return _json({"rejections": page.items, "next_cursor": page.next_cursor})
-
-
-# -- the whole app ------------------------------------------------------------------------------
+BackgroundTask = Callable[[], Awaitable[None]]
 
 
 class PlivohookApp:
-    """Routes ``/plivo/*`` straight to the webhook handler, everything else to Starlette."""
+    """Routes ``/plivo/*`` straight to the webhook handler, everything else to Starlette.
+
+    The webhooks bypass Starlette's routing and middleware: they are the hot path, and they set
+    their own few headers. Everything else (health, the OpenAPI document, the API mounted at
+    ``/api`` behind its bearer check) goes through Starlette with the security headers.
+    """
 
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings.validated()
@@ -500,21 +334,46 @@ class PlivohookApp:
         )
         self.counters: Counter[str] = Counter()
         self.webhooks = Webhooks(self.settings, lambda: self.store, self.counters)
-        api = AdminAPI(self.settings, lambda: self.store)
         self.started = False
-        self._pruner: asyncio.Task[None] | None = None
-        self.starlette = Starlette(
+        # Long-running jobs started with the app and cancelled at shutdown: nonce pruning today;
+        # delivery workers and retention register here too.
+        self._tasks: dict[str, BackgroundTask] = {}
+        self._running: list[asyncio.Task[None]] = []
+        self.add_task("prune", self._prune_forever)
+        starlette = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
-                Route("/api/messages", api.messages, methods=["GET"]),
-                Route("/api/messages/{message_uuid}", api.message, methods=["GET"]),
-                Route("/api/statuses/{message_uuid}", api.statuses, methods=["GET"]),
-                Route("/api/rejections", api.rejections, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"]),
+                Mount("/api", app=api_app(lambda: self.store, self.settings.admin_token)),
             ],
             lifespan=self._lifespan,
-            exception_handlers={StoreUnavailable: self._store_unavailable, 500: self._crash},
+            exception_handlers={
+                StoreUnavailable: self._store_unavailable,
+                HTTPException: self._http_error,
+                500: self._crash,
+            },
         )
+        self.starlette = starlette
+        self.router = SecurityHeaders(starlette, csp=API_CSP)
+
+    def paths(self) -> set[str]:
+        """Every path the app answers, mounts expanded (the OpenAPI document must list each)."""
+        found = set(WEBHOOK_PATHS)
+        for route in self.starlette.routes:
+            if isinstance(route, Mount):
+                inner = route.app
+                while not hasattr(inner, "routes"):  # through the mount's middleware
+                    inner = inner.app  # type: ignore[attr-defined]
+                found.update(route.path + sub.path for sub in inner.routes)
+            else:
+                found.add(route.path)  # type: ignore[attr-defined]
+        return found
+
+    def add_task(self, name: str, task: BackgroundTask) -> None:
+        """Run ``task`` from start-up until shutdown (before start-up only)."""
+        if self.started:
+            raise RuntimeError("background tasks are registered before the app starts")
+        self._tasks[name] = task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -522,21 +381,7 @@ class PlivohookApp:
             if kind is not None:
                 await self.webhooks(scope, receive, send, kind)
                 return
-        if scope["type"] != "http":
-            await self.starlette(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                headers.extend(h for h in _SECURITY_HEADERS if h[0] not in names)
-                if b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.starlette(scope, receive, send_with_headers)
+        await self.router(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -555,13 +400,16 @@ class PlivohookApp:
             )
         await self.store.open()
         self.started = True
-        self._pruner = asyncio.create_task(self._prune_forever())
+        for name, task in self._tasks.items():
+            self._running.append(asyncio.create_task(task(), name=f"plivohook-{name}"))
 
     async def shutdown(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
+        running, self._running = self._running, []
+        for task in running:
+            task.cancel()
+        for task in running:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+                await task
         if self.started:
             stats = self.store.stats
             if stats.batches:
@@ -579,7 +427,7 @@ class PlivohookApp:
         retention: timedelta = self.settings.nonce_retention
         while True:
             try:
-                removed = await self.store.prune_nonces(_now() - retention)
+                removed = await self.store.prune_nonces(now() - retention)
                 if removed:
                     log.info("pruned %d nonces older than %s", removed, retention)
             except StoreUnavailable as exc:
@@ -591,14 +439,20 @@ class PlivohookApp:
             await asyncio.wait_for(self.store.ping(), 2.0)
         except (StoreUnavailable, TimeoutError) as exc:
             reason = str(exc) or "no answer within 2 s"
-            return JSONResponse({"status": "unavailable", "database": reason}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok"})
+            return json_response({"status": "unavailable", "database": reason}, 503)
+        return json_response({"status": "ok", "database": "ok"})
 
     async def _store_unavailable(self, _request: Request, _exc: Exception) -> Response:
-        return _problem(503, "database unavailable, retry later")
+        return json_response({"error": "database unavailable, retry later"}, 503)
+
+    async def _http_error(self, _request: Request, exc: Exception) -> Response:
+        # JSON like every other answer here (a path the /api mount's pattern cannot match, such
+        # as one with a newline in it, ends here rather than in the API's own handler).
+        assert isinstance(exc, HTTPException)
+        return json_response({"error": exc.detail}, exc.status_code, exc.headers)
 
     async def _crash(self, _request: Request, _exc: Exception) -> Response:
-        return _problem(500, "internal error")
+        return json_response({"error": "internal error"}, 500)
 
 
 def create_app(settings: Settings, store: Store | None = None) -> PlivohookApp:

@@ -203,8 +203,9 @@ def messages(
     from rich.console import Console
     from rich.table import Table
 
-    from .app import _message_view, _rfc3339
     from .store import StoreUnavailable, open_store
+    from .web.api import message_json as _message_view
+    from .web.asgi import rfc3339 as _rfc3339
 
     console = Console()
 

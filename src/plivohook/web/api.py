@@ -1,0 +1,159 @@
+"""The admin API, mounted at ``/api`` behind :class:`~.middleware.BearerAuth`.
+
+Read-only views of what the store keeps, as JSON, in the shapes of the store's typed views
+(store/reads.py) and of the OpenAPI document (openapi.py). A bad ``limit`` or ``cursor`` raises
+:class:`BadQuery`, answered 400 with the parameter's name, by one handler for every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..store import Store, StoreUnavailable
+from ..store.base import decode_cursor
+from .asgi import ASGIApp, json_response
+from .middleware import BearerAuth, SecurityHeaders
+
+__all__ = [
+    "BadQuery",
+    "PageQuery",
+    "api_app",
+    "message_json",
+    "page_query",
+    "params_object",
+    "status_json",
+]
+
+MAX_LIMIT = 500
+
+
+class BadQuery(ValueError):
+    """A query parameter the API cannot use; the message names it."""
+
+
+class PageQuery:
+    __slots__ = ("cursor", "limit")
+
+    def __init__(self, limit: int, cursor: str | None) -> None:
+        self.limit = limit
+        self.cursor = cursor
+
+
+def page_query(request: Request, default_limit: int = 50) -> PageQuery:
+    """``limit`` (1 to 500) and ``cursor`` (one this API gave), or BadQuery."""
+    raw = request.query_params.get("limit")
+    limit = default_limit
+    if raw is not None:
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise BadQuery(f"limit must be an integer from 1 to {MAX_LIMIT}") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BadQuery(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    cursor = request.query_params.get("cursor") or None
+    if cursor:
+        try:
+            decode_cursor(cursor)
+        except ValueError:
+            raise BadQuery("cursor is not one this API gave") from None
+    return PageQuery(limit, cursor)
+
+
+def params_object(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Parameters as an object; a repeated one becomes the list of its values, in order."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            previous = result[key]
+            result[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            result[key] = value
+    return result
+
+
+def message_json(message: Any) -> dict[str, Any]:
+    """A MessageView as the API shows it (``params`` as an object)."""
+    shown = dict(message)
+    shown["params"] = params_object(message["params"])
+    return shown
+
+
+status_json = message_json  # the same shape change: a StatusView's params as an object
+
+
+def _problem(status: int, reason: str) -> Response:
+    return json_response({"error": reason}, status)
+
+
+class AdminAPI:
+    def __init__(self, store_ref: Callable[[], Store]) -> None:
+        self._store = store_ref
+
+    async def messages(self, request: Request) -> Response:
+        page = page_query(request)
+        params = request.query_params
+        found = await self._store().list_messages(
+            limit=page.limit,
+            cursor=page.cursor,
+            from_number=params.get("from") or None,
+            to_number=params.get("to") or None,
+            q=params.get("q") or None,
+        )
+        return json_response(
+            {
+                "messages": [message_json(m) for m in found.items],
+                "next_cursor": found.next_cursor,
+            }
+        )
+
+    async def message(self, request: Request) -> Response:
+        found = await self._store().get_message(request.path_params["message_uuid"])
+        if found is None:
+            return _problem(404, "no message with that MessageUUID")
+        return json_response(message_json(found))
+
+    async def statuses(self, request: Request) -> Response:
+        uuid = request.path_params["message_uuid"]
+        history = await self._store().get_statuses(uuid)
+        latest = history[-1]["status"] if history else None
+        return json_response(
+            {"message_uuid": uuid, "status": latest, "statuses": [status_json(s) for s in history]}
+        )
+
+    async def rejections(self, request: Request) -> Response:
+        page = page_query(request)
+        found = await self._store().list_rejections(limit=page.limit, cursor=page.cursor)
+        return json_response({"rejections": found.items, "next_cursor": found.next_cursor})
+
+
+async def _bad_query(_request: Request, exc: Exception) -> Response:
+    return _problem(400, str(exc))
+
+
+async def _unavailable(_request: Request, _exc: Exception) -> Response:
+    return _problem(503, "database unavailable, retry later")
+
+
+async def _not_found(_request: Request, _exc: Exception) -> Response:
+    return _problem(404, "no such API route")
+
+
+def api_app(store_ref: Callable[[], Store], admin_token: str | None) -> ASGIApp:
+    """The API's own Starlette app, behind the bearer check and the strict security headers."""
+    api = AdminAPI(store_ref)
+    app = Starlette(
+        routes=[
+            Route("/messages", api.messages, methods=["GET"]),
+            Route("/messages/{message_uuid}", api.message, methods=["GET"]),
+            Route("/statuses/{message_uuid}", api.statuses, methods=["GET"]),
+            Route("/rejections", api.rejections, methods=["GET"]),
+        ],
+        exception_handlers={BadQuery: _bad_query, StoreUnavailable: _unavailable, 404: _not_found},
+    )
+    return SecurityHeaders(BearerAuth(app, token=admin_token))
