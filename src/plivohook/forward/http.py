@@ -28,7 +28,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from .. import __version__
-from .outcome import Outcome
+from .base import ForwardConfigError, Outcome
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
@@ -48,10 +48,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 SECRET_PREFIX = "whsec_"  # noqa: S105 -- the format's prefix, not a secret
 # Standard Webhooks: a key of 24 to 64 bytes. Shorter is guessable; longer buys nothing.
 SECRET_MIN_BYTES, SECRET_MAX_BYTES = 24, 64
-
-
-class ForwardConfigError(ValueError):
-    """A forwarding option that cannot work; the message names the option, never its secret."""
 
 
 def parse_secret(value: str) -> bytes:

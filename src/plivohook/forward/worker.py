@@ -22,8 +22,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from .base import Deliverer, Outcome
 from .outbox import DEFAULT_LEASE_SECONDS, Outbox, OutboxRow
-from .outcome import Deliverer, Outcome
 from .retry import RandomSource, RetryPolicy
 
 __all__ = ["Worker"]

@@ -1,11 +1,15 @@
-"""What one attempt to deliver an event came to, and what a deliverer is."""
+"""What one attempt to deliver an event came to, what a deliverer is, and a refused option."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Deliverer", "Outcome"]
+__all__ = ["Deliverer", "ForwardConfigError", "Outcome"]
+
+
+class ForwardConfigError(ValueError):
+    """A forwarding option that cannot work; the message names the option, never its secret."""
 
 
 @dataclass(frozen=True, slots=True)
