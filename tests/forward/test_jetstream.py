@@ -6,6 +6,10 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -16,8 +20,11 @@ from nats.js.errors import NotFoundError
 from plivohook.forward.base import ForwardConfigError
 from plivohook.forward.event import message_event, status_event
 from plivohook.forward.jetstream import NatsPublisher, redact_nats_url
+from plivohook.forward.worker import Worker
 
+from .memory_outbox import MemoryOutbox
 from .receiver import free_port
+from .test_worker import Clock, fill
 
 NATS_URL = os.environ.get("PLIVOHOOK_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -169,3 +176,92 @@ def test_bad_options_refuse_to_start_and_credentials_stay_out_of_names():
     assert "s3cret" not in repr(publisher)
     assert "s3cret" not in publisher.destination
     assert redact_nats_url("nats://tok3n@127.0.0.1:4222") == "nats://***@127.0.0.1:4222"
+
+
+class PrivateNats:
+    """A nats-server of this test's own (-js, its store in a temporary folder), to restart."""
+
+    def __init__(self, store: str):
+        self.port = free_port()
+        self.store = store
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.store],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("nats-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.mark.skipif(shutil.which("nats-server") is None, reason="no nats-server on PATH")
+def test_every_event_is_stored_once_through_a_nats_restart(tmp_path):
+    server = PrivateNats(str(tmp_path / "jetstream"))
+    server.start()
+    outbox, clock = MemoryOutbox(), Clock()
+    destination = "nats:PLIVOHOOK/plivohook"
+    events = fill(outbox, destination, senders=4, per_sender=5)
+
+    async def rounds(worker: Worker, until: int, most: int) -> None:
+        for _ in range(most):
+            if outbox.states().get("delivered", 0) >= until:
+                return
+            await worker.run_once()
+            clock.advance(hours=1)
+
+    async def scenario():
+        publisher = NatsPublisher(server.url, timeout=2, max_in_flight=4)
+        worker = Worker(outbox, {destination: publisher}, clock=clock, batch_size=3)
+        try:
+            await rounds(worker, until=1, most=1)  # a first batch, then NATS goes away
+            before = outbox.states().get("delivered", 0)
+            server.stop()
+            await rounds(worker, until=20, most=2)
+            failed = [e for e in outbox.entries.values() if e.last_error]
+            server.start()
+            await rounds(worker, until=20, most=30)
+            return before, failed
+        finally:
+            await publisher.aclose()
+
+    try:
+        before, failed = asyncio.run(scenario())
+
+        async def read(js):
+            info = await js.stream_info("PLIVOHOOK")
+            return [await js.get_msg("PLIVOHOOK", seq) for seq in range(1, info.state.messages + 1)]
+
+        async def admin():
+            nc = await nats.connect(server.url, allow_reconnect=False)
+            try:
+                return await read(nc.jetstream())
+            finally:
+                await nc.close()
+
+        stored = asyncio.run(admin())
+    finally:
+        server.stop()
+    assert 0 < before < 20
+    assert failed  # the restart cost attempts ...
+    assert all(e.last_error.startswith("NATS") for e in failed)
+    assert outbox.states() == {"delivered": 20}  # ... and lost nothing
+    ids = [m.headers["Nats-Msg-Id"] for m in stored]
+    assert sorted(ids) == sorted(e.id for e in events)  # each once
+    assert outbox.violations == []
