@@ -110,6 +110,7 @@ class Worker:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            self._stopping = False  # a later run_once is not stopping
 
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
