@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config import Settings
+from .config import Settings, host_name, is_host
 from .openapi import openapi_json
 from .protocol import signature
 from .protocol.form import parse_form
@@ -96,6 +96,7 @@ class Webhooks:
         self.main_tokens = settings.main_auth_tokens
         self.public_url = settings.public_url
         self.trust_forwarded = settings.trust_forwarded_headers
+        self.allowed_hosts = settings.allowed_hosts
         self.max_body = settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
@@ -304,13 +305,37 @@ class Webhooks:
             return self.public_url + suffix
         scheme = scope.get("scheme", "http")
         host = headers.get("host")
+        header = "Host"
         if self.trust_forwarded:
-            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
-            host = headers.get("x-forwarded-host", host or "").split(",")[0].strip() or host
-        if not host:
+            proto = headers.get("x-forwarded-proto", "").split(",")[0].strip()
+            if proto:
+                if proto.lower() not in ("http", "https"):
+                    raise WebhookError(400, "X-Forwarded-Proto must be http or https")
+                scheme = proto.lower()
+            forwarded = headers.get("x-forwarded-host", "").split(",")[0].strip()
+            if forwarded:
+                host, header = forwarded, "X-Forwarded-Host"
+        if host is None:  # HTTP/1.0 without Host: the address the client connected to
             server = scope.get("server") or ("localhost", None)
             host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+            if ":" in server[0]:
+                host = f"[{server[0]}]" + ("" if server[1] is None else f":{server[1]}")
+        elif not is_host(host):
+            # The signed URL is built from this text: a '/', '?' or '#' in it would let a
+            # signature made for another URL of the account (e.g. a voice answer_url) pass.
+            raise WebhookError(400, f"{header} header is not a valid host[:port]")
+        if self.allowed_hosts and not self._allowed(host):
+            raise WebhookError(400, f"{header} header names a host not in --allowed-hosts")
         return f"{scheme}://{host}{suffix}"
+
+    def _allowed(self, host: str) -> bool:
+        """An entry with a port must match exactly; one without matches the host on any port."""
+        lowered = host.lower()
+        name = host_name(lowered)
+        return any(
+            lowered == entry if host_name(entry) != entry else name == entry
+            for entry in self.allowed_hosts
+        )
 
 
 def _nonce_claim(headers: dict[str, str], fingerprint: str) -> NonceClaim | None:
@@ -552,6 +577,13 @@ class PlivohookApp:
         if self.settings.insecure_skip_verify:
             log.warning(
                 "--insecure-skip-verify: requests are NOT verified; anyone can post messages"
+            )
+        if not self.settings.public_url and not self.settings.allowed_hosts:
+            log.warning(
+                "no --public-url or --allowed-hosts: signatures are checked against a URL built "
+                "from the request's %s header, which the client chooses; give --public-url (the "
+                "URL Plivo calls) or --allowed-hosts",
+                "X-Forwarded-Host/Host" if self.settings.trust_forwarded_headers else "Host",
             )
         await self.store.open()
         self.started = True

@@ -65,6 +65,11 @@ def main() -> None:
     envvar="PLIVOHOOK_TRUST_FORWARDED_HEADERS",
     help="Believe X-Forwarded-Proto/-Host (only behind a proxy that sets them).",
 )
+@click.option(
+    "--allowed-hosts",
+    envvar="PLIVOHOOK_ALLOWED_HOSTS",
+    help="Comma-separated hosts (or host:port) the Host header may name; others get 400.",
+)
 @click.option("--admin-token", envvar="PLIVOHOOK_ADMIN_TOKEN", help="Bearer token for /api/*.")
 @click.option("--auto-reply", envvar="PLIVOHOOK_AUTO_REPLY", help="Text sent back to every sender.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
@@ -104,6 +109,7 @@ def serve(
     main_auth_tokens: tuple[str, ...],
     public_url: str | None,
     trust_forwarded_headers: bool,
+    allowed_hosts: str | None,
     admin_token: str | None,
     auto_reply: str | None,
     workers: int,
@@ -120,6 +126,7 @@ def serve(
             main_auth_tokens=split_tokens(list(main_auth_tokens)),
             public_url=public_url or None,
             trust_forwarded_headers=trust_forwarded_headers,
+            allowed_hosts=split_tokens(allowed_hosts),
             admin_token=admin_token or None,
             auto_reply=auto_reply or None,
             insecure_skip_verify=insecure_skip_verify,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings", "split_tokens"]
+__all__ = ["ConfigError", "Settings", "is_host", "split_tokens"]
 
 # Never printed, logged or returned by the API.
 SECRET_FIELDS = frozenset({"auth_tokens", "main_auth_tokens", "admin_token"})
@@ -32,6 +34,45 @@ def split_tokens(values: str | list[str] | tuple[str, ...] | None) -> tuple[str,
     return tuple(tokens)
 
 
+# RFC 3986, section 3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ), and an
+# IP-literal in brackets; then an optional port. Nothing that ends the authority (/ ? #), no
+# userinfo (@), no whitespace: the expected URL is built from this text, and any of those would
+# let a client move the path a signature is checked against.
+_REG_NAME = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+_IPV_FUTURE = re.compile(r"v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def is_host(value: str) -> bool:
+    """Whether ``value`` is an RFC 3986 ``host[:port]`` (what a Host header may hold)."""
+    if value.startswith("["):
+        literal, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            return False
+        if not _IPV_FUTURE.fullmatch(literal):
+            try:
+                ipaddress.IPv6Address(literal)
+            except ValueError:
+                return False
+            if "%" in literal:  # a zone id (RFC 6874) names a local interface: not a host
+                return False
+    else:
+        name, colon, port = value.partition(":")
+        if not _REG_NAME.fullmatch(name):
+            return False
+        rest = colon + port
+    if not rest:
+        return True
+    return rest[0] == ":" and _PORT.fullmatch(rest[1:]) is not None
+
+
+def host_name(value: str) -> str:
+    """The host of a ``host[:port]``, lower-cased, brackets kept (``[::1]``)."""
+    if value.startswith("["):
+        return value[: value.index("]") + 1].lower()
+    return value.partition(":")[0].lower()
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///plivohook.db"
@@ -39,6 +80,8 @@ class Settings:
     main_auth_tokens: tuple[str, ...] = ()
     public_url: str | None = None
     trust_forwarded_headers: bool = False
+    # Hosts (host or host:port) the Host header may name when --public-url is not given.
+    allowed_hosts: tuple[str, ...] = ()
     admin_token: str | None = None
     auto_reply: str | None = None
     insecure_skip_verify: bool = False
@@ -72,11 +115,18 @@ class Settings:
             if parts.query or parts.fragment:
                 raise ConfigError("--public-url must not have a query or a fragment")
             public_url = public_url.rstrip("/")
+        allowed = tuple(host.strip().lower() for host in self.allowed_hosts if host.strip())
+        for host in allowed:
+            if not is_host(host):
+                raise ConfigError(
+                    f"--allowed-hosts: {host!r} is not a host or host:port (like example.com or "
+                    "example.com:8443)"
+                )
         if self.pool_size < 1:
             raise ConfigError("--pool-size must be at least 1")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("--admin-token must be at least 16 characters long")
-        return replace(self, public_url=public_url)
+        return replace(self, public_url=public_url, allowed_hosts=allowed)
 
     def to_env(self) -> dict[str, str]:
         """The environment a worker process needs to rebuild these settings."""
@@ -86,6 +136,7 @@ class Settings:
             "PLIVO_MAIN_AUTH_TOKEN": ",".join(self.main_auth_tokens),
             "PLIVOHOOK_PUBLIC_URL": self.public_url or "",
             "PLIVOHOOK_TRUST_FORWARDED_HEADERS": "1" if self.trust_forwarded_headers else "",
+            "PLIVOHOOK_ALLOWED_HOSTS": ",".join(self.allowed_hosts),
             "PLIVOHOOK_ADMIN_TOKEN": self.admin_token or "",
             "PLIVOHOOK_AUTO_REPLY": self.auto_reply or "",
             "PLIVOHOOK_INSECURE_SKIP_VERIFY": "1" if self.insecure_skip_verify else "",
@@ -104,6 +155,7 @@ class Settings:
             main_auth_tokens=split_tokens(env.get("PLIVO_MAIN_AUTH_TOKEN")),
             public_url=env.get("PLIVOHOOK_PUBLIC_URL") or None,
             trust_forwarded_headers=bool(env.get("PLIVOHOOK_TRUST_FORWARDED_HEADERS")),
+            allowed_hosts=split_tokens(env.get("PLIVOHOOK_ALLOWED_HOSTS")),
             admin_token=env.get("PLIVOHOOK_ADMIN_TOKEN") or None,
             auto_reply=env.get("PLIVOHOOK_AUTO_REPLY") or None,
             insecure_skip_verify=bool(env.get("PLIVOHOOK_INSECURE_SKIP_VERIFY")),
