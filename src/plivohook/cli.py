@@ -90,6 +90,14 @@ def main() -> None:
     help="PostgreSQL connections per worker process, at most.",
 )
 @click.option(
+    "--max-header-bytes",
+    default=32 * 1024,
+    show_default=True,
+    type=click.IntRange(1024, 1024 * 1024),
+    envvar="PLIVOHOOK_MAX_HEADER_BYTES",
+    help="Request line and headers larger than this are answered 431.",
+)
+@click.option(
     "--insecure-skip-verify",
     is_flag=True,
     envvar="PLIVOHOOK_INSECURE_SKIP_VERIFY",
@@ -115,6 +123,7 @@ def serve(
     workers: int,
     nonce_retention: int,
     pool_size: int,
+    max_header_bytes: int,
     insecure_skip_verify: bool,
     log_level: str,
 ) -> None:
@@ -132,6 +141,7 @@ def serve(
             insecure_skip_verify=insecure_skip_verify,
             nonce_retention=timedelta(seconds=nonce_retention),
             pool_size=pool_size,
+            max_header_bytes=max_header_bytes,
         ).validated()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

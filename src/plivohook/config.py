@@ -87,6 +87,8 @@ class Settings:
     insecure_skip_verify: bool = False
     nonce_retention: timedelta = timedelta(days=7)
     max_body_bytes: int = 64 * 1024
+    # The request line and headers together; Plivo's come to about 1.5 KiB.
+    max_header_bytes: int = 32 * 1024
     pool_size: int = 10  # PostgreSQL connections per process, at most
     # Plivo gives up after 8 s; answer 503 well before, so that it retries rather than times out.
     write_timeout: float = 5.0
@@ -122,6 +124,8 @@ class Settings:
                     f"--allowed-hosts: {host!r} is not a host or host:port (like example.com or "
                     "example.com:8443)"
                 )
+        if not 1024 <= self.max_header_bytes <= 1024 * 1024:
+            raise ConfigError("--max-header-bytes must be from 1024 to 1048576")
         if self.pool_size < 1:
             raise ConfigError("--pool-size must be at least 1")
         if self.admin_token is not None and len(self.admin_token) < 16:
@@ -142,6 +146,7 @@ class Settings:
             "PLIVOHOOK_INSECURE_SKIP_VERIFY": "1" if self.insecure_skip_verify else "",
             "PLIVOHOOK_NONCE_RETENTION_SECONDS": str(int(self.nonce_retention.total_seconds())),
             "PLIVOHOOK_POOL_SIZE": str(self.pool_size),
+            "PLIVOHOOK_MAX_HEADER_BYTES": str(self.max_header_bytes),
         }
         return env
 
@@ -149,6 +154,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         retention = env.get("PLIVOHOOK_NONCE_RETENTION_SECONDS")
+        header_bytes = env.get("PLIVOHOOK_MAX_HEADER_BYTES")
         return cls(
             database_url=env.get("PLIVOHOOK_DATABASE_URL") or cls.database_url,
             auth_tokens=split_tokens(env.get("PLIVO_AUTH_TOKEN")),
@@ -160,4 +166,5 @@ class Settings:
             auto_reply=env.get("PLIVOHOOK_AUTO_REPLY") or None,
             insecure_skip_verify=bool(env.get("PLIVOHOOK_INSECURE_SKIP_VERIFY")),
             nonce_retention=timedelta(seconds=int(retention)) if retention else cls.nonce_retention,
+            max_header_bytes=int(header_bytes) if header_bytes else cls.max_header_bytes,
         )
