@@ -59,6 +59,9 @@ Params = Mapping[str, ParamValue] | Iterable[tuple[str, ParamValue]] | None
 
 # A Plivo signature is standard Base64 of a 32-byte digest: 43 characters and one '='.
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9+/]{43}=")
+# Plivo sends one signature per header; a list is accepted (rotation), but each entry costs a
+# comparison per token and URL form: a 2,000-entry list cost 4x a normal verification.
+MAX_SIGNATURES = 10
 _BAD_URL = "the request URL cannot be parsed (check the Host header)"
 _HEADER_NAMES = {
     "v2": ("X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"),
@@ -327,6 +330,10 @@ def _verify(
     entries = _signature_entries(signature_header)
     if not entries:
         return Verification(False, scheme, reason=f"missing {header_name} header")
+    if len(entries) > MAX_SIGNATURES:
+        return Verification(
+            False, scheme, reason=f"{header_name} lists more than {MAX_SIGNATURES} signatures"
+        )
     well_formed = [e for e in entries if _WELL_FORMED.fullmatch(e)]
     if not well_formed:
         return Verification(
