@@ -77,6 +77,52 @@ class WebhookError(Exception):
         self.headers = headers or []
 
 
+class _Seen:
+    """What a refusal's log line tells about the request, filled in as the handler learns it."""
+
+    __slots__ = ("family", "url")
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.family = "none"
+
+
+def _shown(text: str, limit: int = 300) -> str:
+    """Client-chosen text made safe for one log line: no control characters, bounded."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _family_present(headers: dict[str, str]) -> str:
+    present = []
+    if signature.HEADER_V3 in headers or signature.HEADER_MA_V3 in headers:
+        present.append("V3")
+    if signature.HEADER_V2 in headers or signature.HEADER_MA_V2 in headers:
+        present.append("V2")
+    return "+".join(present) or "none"
+
+
+def _failure_code(reason: str | None) -> str:
+    """A short, stable name for a verification failure, for the counters."""
+    reason = reason or ""
+    if "Nonce" in reason and reason.startswith("missing"):
+        return "missing_nonce"
+    for needle, code in (
+        ("missing", "missing_signature"),
+        ("malformed", "malformed_signature"),
+        ("more than", "too_many_signatures"),
+        ("does not match", "mismatch"),
+        ("token configured", "no_token"),
+        ("cannot be parsed", "bad_url"),
+    ):
+        if needle in reason:
+            return code
+    return "other"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -100,10 +146,23 @@ class Webhooks:
         self.max_body = settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        seen = _Seen()
         try:
-            status, body, headers = await self.handle(scope, receive, kind)
+            status, body, headers = await self.handle(scope, receive, kind, seen)
         except WebhookError as exc:
             self.counters[f"{kind}_{exc.status}"] += 1
+            self.counters[f"refused_{exc.status}"] += 1
+            if exc.status < 500:  # a 503 is the store's, logged where it happens
+                # Never a token or a signature here: the reason names headers, not values.
+                log.warning(
+                    "refused %s %s: %d %s (signature checked against %s; headers %s)",
+                    scope["method"],
+                    _shown(scope.get("path", "")),
+                    exc.status,
+                    _shown(exc.reason),
+                    _shown(seen.url) if seen.url else "-",
+                    seen.family,
+                )
             await _send(send, exc.status, exc.reason.encode() + b"\n", _TEXT_HEADERS + exc.headers)
             return
         except Exception:
@@ -116,8 +175,9 @@ class Webhooks:
         await _send(send, status, body, headers)
 
     async def handle(
-        self, scope: Scope, receive: Receive, kind: str
+        self, scope: Scope, receive: Receive, kind: str, seen: _Seen | None = None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        seen = seen or _Seen()
         method = scope["method"]
         if method not in ("POST", "GET"):
             raise WebhookError(405, f"method {method} not allowed", [(b"allow", b"GET, POST")])
@@ -125,6 +185,7 @@ class Webhooks:
         for name, value in scope["headers"]:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
+        seen.family = _family_present(headers)
         body = b""
         if method == "POST":
             content_type = headers.get("content-type", "")
@@ -138,6 +199,8 @@ class Webhooks:
             signed_params = []  # GET: Plivo's fields ride in the URL's query, signed there
 
         url = self._url(scope, headers, query)
+        seen.url = url
+        families: tuple[str, ...] = ()
         if self.settings.insecure_skip_verify:
             scheme_name = "none"
         else:
@@ -146,10 +209,12 @@ class Webhooks:
             )
             if not verification:
                 self.counters["signature_failures"] += 1
+                self.counters[f"verification_failure:{_failure_code(verification.reason)}"] += 1
                 raise WebhookError(403, f"signature check failed: {verification.reason}")
             scheme_name = verification.scheme or "none"
+            families = verification.families
         fingerprint = request_fingerprint(kind, query, params)
-        claim = None if self.settings.insecure_skip_verify else _nonce_claim(headers, fingerprint)
+        claim, extra = _nonce_claims(headers, families, fingerprint)
         received_at = _now()
         store = self._store()
 
@@ -165,6 +230,7 @@ class Webhooks:
                 signature_scheme=scheme_name,
                 fingerprint=fingerprint,
                 nonce=nonce,
+                extra_nonce=extra,
             )
 
         try:
@@ -190,6 +256,7 @@ class Webhooks:
                 signature_scheme=scheme_name,
                 fingerprint=fingerprint,
                 nonce=claim,
+                extra_nonce=extra,
             )
         else:
             reply_to_uuid = None
@@ -209,6 +276,7 @@ class Webhooks:
                 signature_scheme=scheme_name,
                 fingerprint=request_fingerprint("status", "", params),
                 nonce=claim,
+                extra_nonce=extra,
             )
         try:
             result = await self._write(store, op)
@@ -217,14 +285,22 @@ class Webhooks:
             # inspection like any malformed request, rather than answering 500 forever.
             log.warning("the store refused %s %s: %s", method, scope.get("path"), exc)
             reason = f"the database refused it: {exc}"
-            # The nonce is already claimed by the refused write, or never will be.
-            await self._reject(store, rejection(reason, None))
+            # The refused write claimed nothing (its transaction rolled back): the rejection
+            # claims the nonces, so that a replay of this request is not kept again.
+            await self._reject(store, rejection(reason, claim))
             raise WebhookError(400, reason) from None
         if result.outcome is Outcome.REPLAY:
             self.counters["replays_refused"] += 1
             raise WebhookError(403, "nonce already used by another request")
         if result.outcome is not Outcome.STORED:
             self.counters[f"{kind}_{result.outcome.value}"] += 1
+        if result.conflicting:
+            self.counters["message_conflicting_duplicates"] += 1
+            log.warning(
+                "MessageUUID %s arrived again with another text: the first text is kept, the"
+                " message's conflicting_duplicates counts it",
+                _shown(parsed.message_uuid),
+            )
         answer = result.reply.encode() if result.reply else EMPTY_RESPONSE
         return 200, answer, _XML_HEADERS
 
@@ -338,21 +414,25 @@ class Webhooks:
         )
 
 
-def _nonce_claim(headers: dict[str, str], fingerprint: str) -> NonceClaim | None:
-    """The nonce that guards this request against replay.
+def _nonce_claims(
+    headers: dict[str, str], families: tuple[str, ...], fingerprint: str
+) -> tuple[NonceClaim | None, NonceClaim | None]:
+    """The nonces that guard this request against replay: those of the verified families only.
 
-    The V2 nonce whenever one came, even when V3 verified the request: V2 does not sign the
-    body, so a captured V2 pair is what a forger can replay with another body (stripping the V3
-    headers to dodge the body check). A V3 nonce cannot be replayed with another body at all,
-    so it is claimed only when no V2 nonce came.
+    A nonce no verified signature covers is the client's free choice: recording it would let
+    one captured request, replayed with random nonces, add a row each time. The V2 nonce is
+    recorded whenever V2 verified, even beside V3: V2 does not sign the body, so a captured V2
+    pair is what a forger could replay with another body (stripping the V3 headers). The V3
+    nonce is recorded too, as V3's unseparated join lets a few re-splits of the same fields
+    (``To=14155550199`` as ``To1=4155550199``) pass with one signature.
     """
-    nonce = headers.get(signature.HEADER_V2_NONCE)
-    if nonce is not None:
-        return NonceClaim("v2", nonce, fingerprint)
-    nonce = headers.get(signature.HEADER_V3_NONCE)
-    if nonce is not None:
-        return NonceClaim("v3", nonce, fingerprint)
-    return None
+    v2 = headers.get(signature.HEADER_V2_NONCE) if "v2" in families else None
+    v3 = headers.get(signature.HEADER_V3_NONCE) if "v3" in families else None
+    first = NonceClaim("v2", v2, fingerprint) if v2 is not None else None
+    second = NonceClaim("v3", v3, fingerprint) if v3 is not None else None
+    if first is None:
+        return second, None
+    return first, second
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -608,15 +688,28 @@ class PlivohookApp:
             self.started = False
 
     async def _prune_forever(self) -> None:
-        retention: timedelta = self.settings.nonce_retention
         while True:
-            try:
-                removed = await self.store.prune_nonces(_now() - retention)
-                if removed:
-                    log.info("pruned %d nonces older than %s", removed, retention)
-            except StoreUnavailable as exc:
-                log.warning("nonce pruning skipped: %s", exc)
+            await self.prune()
             await asyncio.sleep(3600)
+
+    async def prune(self) -> None:
+        """Forget nonces and rejections past their retention (hourly, from the start)."""
+        retention: timedelta = self.settings.nonce_retention
+        try:
+            removed = await self.store.prune_nonces(_now() - retention)
+            if removed:
+                log.info("pruned %d nonces older than %s", removed, retention)
+        except StoreUnavailable as exc:
+            log.warning("nonce pruning skipped: %s", exc)
+        # Rejections are signed requests kept for inspection: without a limit, a flood of
+        # signed-but-malformed requests would grow the database for ever.
+        retention = self.settings.rejection_retention
+        try:
+            removed = await self.store.prune_rejections(_now() - retention)
+            if removed:
+                log.info("pruned %d rejections older than %s", removed, retention)
+        except StoreUnavailable as exc:
+            log.warning("rejection pruning skipped: %s", exc)
 
     async def healthz(self, _request: Request) -> Response:
         try:

@@ -82,6 +82,14 @@ def main() -> None:
     help="Seconds a nonce is remembered to refuse replays.",
 )
 @click.option(
+    "--rejection-retention",
+    default=30 * 24 * 3600,
+    show_default=True,
+    type=click.IntRange(60),
+    envvar="PLIVOHOOK_REJECTION_RETENTION_SECONDS",
+    help="Seconds a rejected (signed but unstorable) request is kept for inspection.",
+)
+@click.option(
     "--pool-size",
     default=10,
     show_default=True,
@@ -122,6 +130,7 @@ def serve(
     auto_reply: str | None,
     workers: int,
     nonce_retention: int,
+    rejection_retention: int,
     pool_size: int,
     max_header_bytes: int,
     insecure_skip_verify: bool,
@@ -140,6 +149,7 @@ def serve(
             auto_reply=auto_reply or None,
             insecure_skip_verify=insecure_skip_verify,
             nonce_retention=timedelta(seconds=nonce_retention),
+            rejection_retention=timedelta(seconds=rejection_retention),
             pool_size=pool_size,
             max_header_bytes=max_header_bytes,
         ).validated()

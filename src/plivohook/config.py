@@ -86,6 +86,7 @@ class Settings:
     auto_reply: str | None = None
     insecure_skip_verify: bool = False
     nonce_retention: timedelta = timedelta(days=7)
+    rejection_retention: timedelta = timedelta(days=30)
     max_body_bytes: int = 64 * 1024
     # The request line and headers together; Plivo's come to about 1.5 KiB.
     max_header_bytes: int = 32 * 1024
@@ -145,6 +146,9 @@ class Settings:
             "PLIVOHOOK_AUTO_REPLY": self.auto_reply or "",
             "PLIVOHOOK_INSECURE_SKIP_VERIFY": "1" if self.insecure_skip_verify else "",
             "PLIVOHOOK_NONCE_RETENTION_SECONDS": str(int(self.nonce_retention.total_seconds())),
+            "PLIVOHOOK_REJECTION_RETENTION_SECONDS": str(
+                int(self.rejection_retention.total_seconds())
+            ),
             "PLIVOHOOK_POOL_SIZE": str(self.pool_size),
             "PLIVOHOOK_MAX_HEADER_BYTES": str(self.max_header_bytes),
         }
@@ -155,6 +159,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         retention = env.get("PLIVOHOOK_NONCE_RETENTION_SECONDS")
         header_bytes = env.get("PLIVOHOOK_MAX_HEADER_BYTES")
+        kept = env.get("PLIVOHOOK_REJECTION_RETENTION_SECONDS")
         return cls(
             database_url=env.get("PLIVOHOOK_DATABASE_URL") or cls.database_url,
             auth_tokens=split_tokens(env.get("PLIVO_AUTH_TOKEN")),
@@ -166,5 +171,6 @@ class Settings:
             auto_reply=env.get("PLIVOHOOK_AUTO_REPLY") or None,
             insecure_skip_verify=bool(env.get("PLIVOHOOK_INSECURE_SKIP_VERIFY")),
             nonce_retention=timedelta(seconds=int(retention)) if retention else cls.nonce_retention,
+            rejection_retention=(timedelta(seconds=int(kept)) if kept else cls.rejection_retention),
             max_header_bytes=int(header_bytes) if header_bytes else cls.max_header_bytes,
         )

@@ -70,7 +70,8 @@ _ATTEMPTS = 3
 _MESSAGE_COLUMNS = """m.id, m.message_uuid, m.from_number, m.to_number, m.type, m.text, m.media,
     m.received_at, m.params, m.reply, m.signature_scheme, m.method,
     (SELECT s.status FROM statuses AS s WHERE s.reply_to = m.message_uuid
-     ORDER BY coalesce(s.sequence, -1) DESC, s.id DESC LIMIT 1) AS status"""
+     ORDER BY coalesce(s.sequence, -1) DESC, s.id DESC LIMIT 1) AS status,
+    m.conflicting_duplicates"""
 _STATUS_COLUMNS = """message_uuid, status, sequence, parent_message_uuid, error_code, reply_to,
     params, received_at, signature_scheme"""
 _REJECTION_COLUMNS = """id, method, path, query, headers, body, reason, received_at,
@@ -153,6 +154,9 @@ def _op_document(op: WriteOp) -> dict[str, Any]:
     if op.nonce is not None:
         doc["nk"] = op.nonce.key
         doc["nf"] = op.nonce.fingerprint
+    if op.extra_nonce is not None:  # read by plivohook_apply from migration 0002 on
+        doc["xk"] = op.extra_nonce.key
+        doc["xf"] = op.extra_nonce.fingerprint
     return doc
 
 
@@ -566,9 +570,10 @@ class PostgresStore(Store):
             break
         assert row is not None
         answer = row[0]
+        conflicts = answer.get("c") or [False] * len(answer["o"])
         return [
-            WriteResult(_OUTCOMES[outcome], reply)
-            for outcome, reply in zip(answer["o"], answer["r"], strict=True)
+            WriteResult(_OUTCOMES[outcome], reply, bool(conflict))
+            for outcome, reply, conflict in zip(answer["o"], answer["r"], conflicts, strict=True)
         ]
 
     def _record(self, results: list[WriteResult]) -> None:
@@ -606,6 +611,7 @@ class PostgresStore(Store):
             "status": row[12],
             "signature_scheme": row[10],
             "method": row[11],
+            "conflicting_duplicates": row[13],
         }
 
     async def list_messages(
@@ -723,6 +729,20 @@ class PostgresStore(Store):
             async with self._connection() as conn:
                 async with asyncio.timeout(self._timeout + 2):
                     cur = await conn.execute("DELETE FROM nonces WHERE seen_at < %s", [older_than])
+                    return cur.rowcount
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
+
+    async def prune_rejections(self, older_than: datetime) -> int:
+        try:
+            async with self._connection() as conn:
+                async with asyncio.timeout(self._timeout + 2):
+                    # The newest row stays, as on SQLite (where ids could otherwise repeat).
+                    cur = await conn.execute(
+                        "DELETE FROM rejections WHERE received_at < %s"
+                        " AND id < (SELECT max(id) FROM rejections)",
+                        [older_than],
+                    )
                     return cur.rowcount
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
