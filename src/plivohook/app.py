@@ -1,8 +1,9 @@
-"""The ASGI app: Plivo's webhooks on a lean path, the admin API and health on Starlette.
+"""The ASGI app: puts the pieces together, and nothing else.
 
-Every webhook request flows one way: method and size limits -> signature -> nonce and parse ->
-commit -> answer. Nothing is acknowledged before the store has committed it; a store failure
-answers 503 so that Plivo retries, and a retry gets the answer stored the first time.
+Plivo's webhooks go straight to :class:`~.web.webhooks.Webhooks` (the hot path, no routing, no
+middleware); health, the OpenAPI document and the admin API (mounted at ``/api``) go through
+Starlette with the security headers. Background tasks are registered and run from start-up to
+shutdown.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
-from urllib.parse import parse_qsl, quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,295 +23,18 @@ from starlette.routing import Mount, Route
 
 from .config import Settings
 from .openapi import openapi_json
-from .protocol import signature
-from .protocol.form import parse_form
-from .protocol.params import ParamsError, parse_message, parse_status
-from .protocol.xml import Response as XMLResponse
-from .protocol.xml import XMLValidationError, reply_to
-from .store import Store, StoreError, StoreUnavailable, open_store
-from .store.base import (
-    MessageWrite,
-    NonceClaim,
-    Outcome,
-    RejectionWrite,
-    StatusWrite,
-    request_fingerprint,
-)
+from .store import Store, StoreUnavailable, open_store
 from .web.api import api_app
-from .web.asgi import Receive, Scope, Send, json_response, now, send_response
+from .web.asgi import Receive, Scope, Send, json_response, now
 from .web.middleware import API_CSP, SecurityHeaders
+from .web.webhooks import WEBHOOK_PATHS, WebhookError, Webhooks
 
-__all__ = ["PlivohookApp", "create_app", "create_app_from_env"]
+__all__ = ["PlivohookApp", "WebhookError", "create_app", "create_app_from_env"]
 
 log = logging.getLogger("plivohook")
 
-
-EMPTY_RESPONSE = b"<Response/>"
-WEBHOOK_PATHS = {"/plivo/message": "message", "/plivo/status": "status"}
-# Headers kept with a rejection must not carry credentials of any kind.
-REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
-_FORM = "application/x-www-form-urlencoded"
-_NOSNIFF = (b"x-content-type-options", b"nosniff")
-_XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8"), _NOSNIFF]
-_TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), _NOSNIFF]
-
-
-class WebhookError(Exception):
-    """An answer other than 200, with a short reason for the client."""
-
-    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or []
-
-
-class Webhooks:
-    """The two Plivo routes, as a bare ASGI callable: this is the hot path."""
-
-    def __init__(self, settings: Settings, store_ref: Callable[[], Store], counters: Counter):
-        self.settings = settings
-        self._store = store_ref
-        self.counters = counters
-        self.auth_tokens = settings.auth_tokens
-        self.main_tokens = settings.main_auth_tokens
-        self.public_url = settings.public_url
-        self.trust_forwarded = settings.trust_forwarded_headers
-        self.max_body = settings.max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
-        try:
-            status, body, headers = await self.handle(scope, receive, kind)
-        except WebhookError as exc:
-            self.counters[f"{kind}_{exc.status}"] += 1
-            await send_response(
-                send, exc.status, exc.reason.encode() + b"\n", _TEXT_HEADERS + exc.headers
-            )
-            return
-        except Exception:
-            # Never a stack trace to the client; the log has it.
-            log.exception("unexpected error on %s", scope.get("path"))
-            self.counters[f"{kind}_500"] += 1
-            await send_response(send, 500, b"internal error\n", _TEXT_HEADERS)
-            return
-        self.counters[f"{kind}_{status}"] += 1
-        await send_response(send, status, body, headers)
-
-    async def handle(
-        self, scope: Scope, receive: Receive, kind: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        method = scope["method"]
-        if method not in ("POST", "GET"):
-            raise WebhookError(405, f"method {method} not allowed", [(b"allow", b"GET, POST")])
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            headers[name.decode("latin-1")] = value.decode("latin-1")
-        query = scope.get("query_string", b"").decode("latin-1")
-        body = b""
-        if method == "POST":
-            content_type = headers.get("content-type", "")
-            if content_type != _FORM and content_type.split(";", 1)[0].strip().lower() != _FORM:
-                raise WebhookError(415, "Content-Type must be application/x-www-form-urlencoded")
-            body = await self._read_body(receive, headers.get("content-length"))
-            params = parse_form(body.decode("utf-8", "surrogateescape"))
-            signed_params: list[tuple[str, str]] = params
-        else:
-            params = parse_form(query)
-            signed_params = []  # GET: Plivo's fields ride in the URL's query, signed there
-
-        url = self._url(scope, headers, query)
-        if self.settings.insecure_skip_verify:
-            scheme_name = "none"
-        else:
-            verification = signature.verify_request(
-                method, url, headers, signed_params, self.auth_tokens, self.main_tokens
-            )
-            if not verification:
-                self.counters["signature_failures"] += 1
-                raise WebhookError(403, f"signature check failed: {verification.reason}")
-            scheme_name = verification.scheme or "none"
-        fingerprint = request_fingerprint(kind, query, params)
-        claim = None if self.settings.insecure_skip_verify else _nonce_claim(headers, fingerprint)
-        received_at = now()
-        store = self._store()
-
-        def rejection(reason: str, nonce: NonceClaim | None) -> RejectionWrite:
-            return RejectionWrite(
-                method=method,
-                path=scope.get("path", ""),
-                query=query,
-                headers=[(k, v) for k, v in headers.items() if k not in REDACTED_HEADERS],
-                body=body,
-                reason=reason,
-                received_at=received_at,
-                signature_scheme=scheme_name,
-                fingerprint=fingerprint,
-                nonce=nonce,
-            )
-
-        try:
-            parsed = parse_message(params) if kind == "message" else parse_status(params)
-        except ParamsError as exc:
-            await self._reject(store, rejection(str(exc), claim))
-            raise WebhookError(400, f"malformed request: {exc}") from None
-
-        op: Any
-        if kind == "message":
-            reply = self._reply(parsed)
-            op = MessageWrite(
-                message_uuid=parsed.message_uuid,
-                from_number=parsed.from_number,
-                to_number=parsed.to_number,
-                type=parsed.type,
-                text=parsed.text,
-                media=[{"url": m.url, "content_type": m.content_type} for m in parsed.media],
-                params=params,
-                method=method,
-                received_at=received_at,
-                reply=reply,
-                signature_scheme=scheme_name,
-                fingerprint=fingerprint,
-                nonce=claim,
-            )
-        else:
-            reply_to_uuid = None
-            for key, value in parse_qsl(query, keep_blank_values=True):
-                if key == "reply_to" and value:
-                    reply_to_uuid = value
-            op = StatusWrite(
-                message_uuid=parsed.message_uuid,
-                status=parsed.status,
-                sequence=parsed.sequence,
-                parent_message_uuid=parsed.parent_message_uuid,
-                error_code=parsed.error_code,
-                reply_to=reply_to_uuid,
-                params=params,
-                method=method,
-                received_at=received_at,
-                signature_scheme=scheme_name,
-                fingerprint=request_fingerprint("status", "", params),
-                nonce=claim,
-            )
-        try:
-            result = await self._write(store, op)
-        except StoreError as exc:
-            # The database refused this one request's data (not its health): keep it whole for
-            # inspection like any malformed request, rather than answering 500 forever.
-            log.warning("the store refused %s %s: %s", method, scope.get("path"), exc)
-            reason = f"the database refused it: {exc}"
-            # The nonce is already claimed by the refused write, or never will be.
-            await self._reject(store, rejection(reason, None))
-            raise WebhookError(400, reason) from None
-        if result.outcome is Outcome.REPLAY:
-            self.counters["replays_refused"] += 1
-            raise WebhookError(403, "nonce already used by another request")
-        if result.outcome is not Outcome.STORED:
-            self.counters[f"{kind}_{result.outcome.value}"] += 1
-        answer = result.reply.encode() if result.reply else EMPTY_RESPONSE
-        return 200, answer, _XML_HEADERS
-
-    async def _reject(self, store: Store, rejection: RejectionWrite) -> None:
-        """Keep a signed request that cannot be stored as a message; raises the answer to give."""
-        try:
-            result = await self._write(store, rejection)
-        except StoreError as exc:  # not even the rejection fits: say so, Plivo retries
-            log.error("could not keep a rejected request: %s", exc)
-            raise WebhookError(
-                503, "database refused the request, retry later", [(b"retry-after", b"5")]
-            ) from None
-        self.counters["rejections"] += 1
-        if result.outcome is Outcome.REPLAY:
-            raise WebhookError(403, "nonce already used by another request")
-
-    async def _write(self, store: Store, op: Any) -> Any:
-        try:
-            # No asyncio.timeout here: every store bounds its own writes (Store.write), with one
-            # timer per batch rather than one per request.
-            return await store.write(op)
-        except StoreUnavailable as exc:
-            log.warning("store unavailable: %s", exc)
-            raise WebhookError(
-                503, "database unavailable, retry later", [(b"retry-after", b"5")]
-            ) from None
-
-    def _reply(self, message: Any) -> str | None:
-        text = self.settings.auto_reply
-        if not text:
-            return None
-        callback = None
-        if self.public_url:
-            callback = f"{self.public_url}/plivo/status?reply_to={quote(message.message_uuid)}"
-        try:
-            element = reply_to(
-                message.from_number,
-                message.to_number,
-                text,
-                callback_url=callback,
-                callback_method="POST" if callback else None,
-            )
-        except XMLValidationError as exc:
-            # e.g. an alphanumeric sender cannot be answered: keep the message, skip the reply.
-            log.info("no auto-reply to %s: %s", message.message_uuid, exc)
-            return None
-        return XMLResponse([element]).to_xml()
-
-    async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
-        limit = self.max_body
-        if declared is not None:
-            try:
-                length = int(declared)
-            except ValueError:
-                raise WebhookError(400, "Content-Length is not a number") from None
-            if length > limit:
-                raise WebhookError(413, f"body larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise WebhookError(400, "client disconnected before the body was complete")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise WebhookError(413, f"body larger than {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-    def _url(self, scope: Scope, headers: dict[str, str], query: str) -> str:
-        raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path else quote(scope.get("path", "/"))
-        suffix = path + ("?" + query if query else "")
-        if self.public_url:
-            return self.public_url + suffix
-        scheme = scope.get("scheme", "http")
-        host = headers.get("host")
-        if self.trust_forwarded:
-            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
-            host = headers.get("x-forwarded-host", host or "").split(",")[0].strip() or host
-        if not host:
-            server = scope.get("server") or ("localhost", None)
-            host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
-        return f"{scheme}://{host}{suffix}"
-
-
-def _nonce_claim(headers: dict[str, str], fingerprint: str) -> NonceClaim | None:
-    """The nonce that guards this request against replay.
-
-    The V2 nonce whenever one came, even when V3 verified the request: V2 does not sign the
-    body, so a captured V2 pair is what a forger can replay with another body (stripping the V3
-    headers to dodge the body check). A V3 nonce cannot be replayed with another body at all,
-    so it is claimed only when no V2 nonce came.
-    """
-    nonce = headers.get(signature.HEADER_V2_NONCE)
-    if nonce is not None:
-        return NonceClaim("v2", nonce, fingerprint)
-    nonce = headers.get(signature.HEADER_V3_NONCE)
-    if nonce is not None:
-        return NonceClaim("v3", nonce, fingerprint)
-    return None
-
+PRUNE_FIRST = 60.0  # seconds after start-up
+PRUNE_EVERY = 3600.0
 
 BackgroundTask = Callable[[], Awaitable[None]]
 
@@ -398,6 +120,13 @@ class PlivohookApp:
             log.warning(
                 "--insecure-skip-verify: requests are NOT verified; anyone can post messages"
             )
+        if not self.settings.public_url and not self.settings.allowed_hosts:
+            log.warning(
+                "no --public-url or --allowed-hosts: signatures are checked against a URL built "
+                "from the request's %s header, which the client chooses; give --public-url (the "
+                "URL Plivo calls) or --allowed-hosts",
+                "X-Forwarded-Host/Host" if self.settings.trust_forwarded_headers else "Host",
+            )
         await self.store.open()
         self.started = True
         for name, task in self._tasks.items():
@@ -424,15 +153,31 @@ class PlivohookApp:
             self.started = False
 
     async def _prune_forever(self) -> None:
-        retention: timedelta = self.settings.nonce_retention
+        # The first round a minute after start: not in the way of the start-up itself (a
+        # restart under load), and a process that lives a minute still prunes.
+        await asyncio.sleep(PRUNE_FIRST)
         while True:
-            try:
-                removed = await self.store.prune_nonces(now() - retention)
-                if removed:
-                    log.info("pruned %d nonces older than %s", removed, retention)
-            except StoreUnavailable as exc:
-                log.warning("nonce pruning skipped: %s", exc)
-            await asyncio.sleep(3600)
+            await self.prune()
+            await asyncio.sleep(PRUNE_EVERY)
+
+    async def prune(self) -> None:
+        """Forget nonces and rejections past their retention (hourly, from the start)."""
+        retention: timedelta = self.settings.nonce_retention
+        try:
+            removed = await self.store.prune_nonces(now() - retention)
+            if removed:
+                log.info("pruned %d nonces older than %s", removed, retention)
+        except StoreUnavailable as exc:
+            log.warning("nonce pruning skipped: %s", exc)
+        # Rejections are signed requests kept for inspection: without a limit, a flood of
+        # signed-but-malformed requests would grow the database for ever.
+        retention = self.settings.rejection_retention
+        try:
+            removed = await self.store.prune_rejections(now() - retention)
+            if removed:
+                log.info("pruned %d rejections older than %s", removed, retention)
+        except StoreUnavailable as exc:
+            log.warning("rejection pruning skipped: %s", exc)
 
     async def healthz(self, _request: Request) -> Response:
         try:

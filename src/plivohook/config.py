@@ -15,7 +15,9 @@ so that they need not appear in the process list, and are never shown by ``repr`
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import timedelta
@@ -29,6 +31,8 @@ __all__ = [
     "Setting",
     "Settings",
     "click_options",
+    "host_name",
+    "is_host",
     "setting_fields",
     "split_tokens",
 ]
@@ -134,6 +138,45 @@ class Setting:
         return str(value)
 
 
+# RFC 3986, section 3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ), and an
+# IP-literal in brackets; then an optional port. Nothing that ends the authority (/ ? #), no
+# userinfo (@), no whitespace: the expected URL is built from this text, and any of those would
+# let a client move the path a signature is checked against.
+_REG_NAME = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+_IPV_FUTURE = re.compile(r"v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def is_host(value: str) -> bool:
+    """Whether ``value`` is an RFC 3986 ``host[:port]`` (what a Host header may hold)."""
+    if value.startswith("["):
+        literal, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            return False
+        if not _IPV_FUTURE.fullmatch(literal):
+            try:
+                ipaddress.IPv6Address(literal)
+            except ValueError:
+                return False
+            if "%" in literal:  # a zone id (RFC 6874) names a local interface: not a host
+                return False
+    else:
+        name, colon, port = value.partition(":")
+        if not _REG_NAME.fullmatch(name):
+            return False
+        rest = colon + port
+    if not rest:
+        return True
+    return rest[0] == ":" and _PORT.fullmatch(rest[1:]) is not None
+
+
+def host_name(value: str) -> str:
+    """The host of a ``host[:port]``, lower-cased, brackets kept (``[::1]``)."""
+    if value.startswith("["):
+        return value[: value.index("]") + 1].lower()
+    return value.partition(":")[0].lower()
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -181,6 +224,14 @@ class Settings:
         kind=Kind.BOOL,
         help="Believe X-Forwarded-Proto/-Host (only behind a proxy that sets them).",
     )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        env="PLIVOHOOK_ALLOWED_HOSTS",
+        flag="--allowed-hosts",
+        kind=Kind.LIST,
+        help="Without --public-url: the hosts (example.com, or example.com:8443 for one port) "
+        "the Host header may name; others are answered 400.",
+    )
     admin_token: str | None = setting(
         None,
         env="PLIVOHOOK_ADMIN_TOKEN",
@@ -211,6 +262,14 @@ class Settings:
         min=60,
         help="Seconds a nonce is remembered to refuse replays.",
     )
+    rejection_retention: timedelta = setting(  # noqa: RUF009 (a field(), not a default)
+        timedelta(days=30),
+        env="PLIVOHOOK_REJECTION_RETENTION_SECONDS",
+        flag="--rejection-retention",
+        kind=Kind.SECONDS,
+        min=0,
+        help="Seconds a rejected (signed but unstorable) request is kept for inspection.",
+    )
     max_body_bytes: int = setting(
         64 * 1024,
         env="PLIVOHOOK_MAX_BODY_BYTES",
@@ -219,6 +278,16 @@ class Settings:
         min=1024,
         max=16 * 1024 * 1024,
         help="Largest request body accepted (413 beyond).",
+    )
+    # The request line and headers together; Plivo's come to about 1.5 KiB.
+    max_header_bytes: int = setting(
+        32 * 1024,
+        env="PLIVOHOOK_MAX_HEADER_BYTES",
+        flag="--max-header-bytes",
+        kind=Kind.INT,
+        min=1024,
+        max=1024 * 1024,
+        help="Largest request line and headers accepted (431 beyond; at most 100 fields).",
     )
     pool_size: int = setting(
         10,
@@ -300,9 +369,16 @@ class Settings:
             if parts.query or parts.fragment:
                 raise ConfigError("--public-url must not have a query or a fragment")
             public_url = public_url.rstrip("/")
+        allowed = tuple(host.strip().lower() for host in self.allowed_hosts if host.strip())
+        for host in allowed:
+            if not is_host(host):
+                raise ConfigError(
+                    f"--allowed-hosts: {host!r} is not a host or host:port (like example.com or "
+                    "example.com:8443)"
+                )
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("--admin-token must be at least 16 characters long")
-        return replace(self, public_url=public_url)
+        return replace(self, public_url=public_url, allowed_hosts=allowed)
 
     def to_env(self) -> dict[str, str]:
         """The environment a worker process needs to rebuild these settings (every field)."""

@@ -244,6 +244,7 @@ _SCHEMAS: dict[str, Any] = {
             "reply",
             "signature_scheme",
             "status",
+            "conflicting_duplicates",
         ],
         "properties": {
             "message_uuid": {"type": "string"},
@@ -263,6 +264,12 @@ _SCHEMAS: dict[str, Any] = {
             "status": {
                 **_NULLABLE_STRING,
                 "description": "The latest delivery status of our auto-reply, if any.",
+            },
+            "conflicting_duplicates": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "How many times this MessageUUID arrived again with another"
+                " text (the first text is kept); 0 normally.",
             },
         },
     },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import sys
 import threading
@@ -18,6 +19,8 @@ from .config import Settings
 
 __all__ = ["run"]
 
+log = logging.getLogger("plivohook")
+
 
 def _ready_line(host: str, port: int, workers: int) -> str:
     shown = f"[{host}]" if ":" in host else host
@@ -26,6 +29,12 @@ def _ready_line(host: str, port: int, workers: int) -> str:
 
 
 REQUEST_TIMEOUT = 10.0  # seconds from a connection's (or a request's) first byte to its last
+MAX_HEADERS = 100  # header fields per request; Plivo sends about 15
+LINGER = 1.0  # seconds a refused connection's input is read and dropped before closing
+
+
+class _TooManyHeaders(Exception):
+    """Raised inside the parser's callback to stop it at once."""
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -35,15 +44,85 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     and never completes its headers (slowloris) or trickles its body would hold a connection and a
     request forever. Every request (and a fresh connection's wait for its first request) must be
     received whole within REQUEST_TIMEOUT, else it is answered 408 and the connection closed.
+
+    The request line and headers are also bounded as they arrive: httptools buffers a header
+    whole before handing it over, with no limit of its own (a 16 MiB header was answered 200, an
+    80 MB one held the loop for 6.8 s). Bytes are fed to the parser only up to
+    ``max_header_bytes`` while a request's head is incomplete; past it, and past MAX_HEADERS
+    fields, the answer is 431 and the connection is closed.
     """
 
+    max_header_bytes = 32 * 1024  # set from Settings.max_header_bytes in each process
     _deadline: asyncio.TimerHandle | None = None
     _received = True
+    _in_head = True  # the bytes being received belong to a request line or headers
+    _head_bytes = 0
+    _head_refused: str | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         super().connection_made(transport)
         self._received = False
+        self._in_head, self._head_bytes, self._head_refused = True, 0, None
         self._deadline = self.loop.call_later(REQUEST_TIMEOUT, self._too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        while data:
+            if self._head_refused is not None or self.transport.is_closing():
+                return
+            if not self._in_head:
+                super().data_received(data)
+                return
+            room = self.max_header_bytes - self._head_bytes
+            if room <= 0:
+                self._refuse_head(
+                    f"request line and headers larger than {self.max_header_bytes} bytes"
+                )
+                return
+            # Only what still fits is parsed; the rest waits for the head to end within it.
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            super().data_received(piece)
+        if self._in_head and self._head_bytes >= self.max_header_bytes:
+            self._refuse_head(f"request line and headers larger than {self.max_header_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        if len(self.headers) > MAX_HEADERS:
+            self._head_refused = f"more than {MAX_HEADERS} header fields"
+            raise _TooManyHeaders  # uvicorn answers the parser error with send_400_response
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_refused is not None:
+            self._send_431(self._head_refused)
+            return
+        super().send_400_response(msg)
+
+    def _refuse_head(self, reason: str) -> None:
+        self._head_refused = reason
+        self._send_431(reason)
+
+    def _send_431(self, reason: str) -> None:
+        if self.transport.is_closing():
+            return
+        log.warning("refused a request from %s: 431 %s", _peer(self.client), reason)
+        body = reason.encode() + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        # A lingering close: closing at once with the client's bytes unread would send a reset,
+        # which can destroy the 431 before the client reads it. Say we are done, drop what still
+        # comes (data_received ignores it) for a moment, then close.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+        else:
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -53,6 +132,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0  # what follows is the next request's head
         self._received = True
         if self._deadline is not None:
             self._deadline.cancel()
@@ -66,7 +146,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        if self._received or self.transport.is_closing():
+        if self._received or self._head_refused is not None or self.transport.is_closing():
             return
         if self.cycle is None or not self.cycle.response_started:
             body = b"request not received in time\n"
@@ -79,6 +159,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
         # Closing tells a handler still waiting for the body that the client is gone.
         self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "an unknown client"
 
 
 def _tune_runtime() -> None:
@@ -136,6 +220,7 @@ def run(settings: Settings) -> None:
         settings.log_level,
     )
     line = _ready_line(host, port, workers)
+    GuardedHttpToolsProtocol.max_header_bytes = settings.max_header_bytes
     if workers == 1:
         server = _Server(_config(create_app(settings), host, port, log_level), line)
         server.run()
@@ -156,7 +241,9 @@ def worker_app() -> object:
     from .app import create_app_from_env
 
     _tune_runtime()
-    return create_app_from_env()
+    app = create_app_from_env()
+    GuardedHttpToolsProtocol.max_header_bytes = app.settings.max_header_bytes
+    return app
 
 
 def _run_multi(config: uvicorn.Config) -> None:

@@ -287,7 +287,7 @@ def test_every_bad_field_is_reported_at_once():
         ("To", "1415\x85", "control character"),
         ("From", "14155550100\x00", "NUL"),
         ("Text", "hi\x00", "NUL"),
-        ("Text", "hi \udc80", "surrogate"),
+        ("Text", "hi \udc80", "not valid UTF-8"),
         ("MessageIntent", "\x00", "NUL"),
         ("Units", "x", "not an integer: 'x'"),
         ("Units", "-1", "negative"),
@@ -493,7 +493,7 @@ def test_status_missing_required_fields():
         ("To", "\t", "control character"),
         ("From", "x" * 65, "longer than 64"),
         ("MCC", "31\x000", "NUL"),
-        ("requester_ip", "\ud800", "surrogate"),
+        ("requester_ip", "\ud800", "not valid UTF-8"),
     ],
 )
 def test_malformed_status_field(key, value, why):

@@ -259,6 +259,7 @@ def test_message_dict(store: Store) -> None:
         "status": None,
         "signature_scheme": "ma-v2",
         "method": "GET",
+        "conflicting_duplicates": 0,
     }
 
     async def body(s: Store) -> None:

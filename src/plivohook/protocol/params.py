@@ -267,7 +267,7 @@ def _checked(value: str) -> None:
     if "\x00" in value:
         raise _Invalid("contains NUL")
     if not value.isascii() and _SURROGATE.search(value) is not None:
-        raise _Invalid("contains an invalid surrogate")
+        raise _Invalid("is not valid UTF-8 (the body must be UTF-8 form encoding)")
 
 
 # (Plivo name, attribute, parser, required), in the order errors are reported.

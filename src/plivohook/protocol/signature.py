@@ -17,7 +17,7 @@ import functools
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlparse, urlsplit, urlunparse, urlunsplit
 
@@ -59,6 +59,9 @@ Params = Mapping[str, ParamValue] | Iterable[tuple[str, ParamValue]] | None
 
 # A Plivo signature is standard Base64 of a 32-byte digest: 43 characters and one '='.
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9+/]{43}=")
+# Plivo sends one signature per header; a list is accepted (rotation), but each entry costs a
+# comparison per token and URL form: a 2,000-entry list cost 4x a normal verification.
+MAX_SIGNATURES = 10
 _BAD_URL = "the request URL cannot be parsed (check the Host header)"
 _HEADER_NAMES = {
     "v2": ("X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"),
@@ -76,6 +79,8 @@ class Verification:
 
     ``token_index`` is the position of the matching token in the list given (never the token),
     ``variant`` names the URL form that matched (``"canonical"`` for the SDK's own form).
+    ``families`` lists the families (``"v2"``, ``"v3"``) whose signature verified: only their
+    nonces are vouched for by the token holder, so only those may be recorded against replay.
     """
 
     ok: bool
@@ -83,6 +88,7 @@ class Verification:
     token_index: int | None = None
     variant: str | None = None
     reason: str | None = None
+    families: tuple[Literal["v2", "v3"], ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok
@@ -327,6 +333,10 @@ def _verify(
     entries = _signature_entries(signature_header)
     if not entries:
         return Verification(False, scheme, reason=f"missing {header_name} header")
+    if len(entries) > MAX_SIGNATURES:
+        return Verification(
+            False, scheme, reason=f"{header_name} lists more than {MAX_SIGNATURES} signatures"
+        )
     well_formed = [e for e in entries if _WELL_FORMED.fullmatch(e)]
     if not well_formed:
         return Verification(
@@ -341,7 +351,10 @@ def _verify(
                 # equal-length inputs, and every entry here is 44 bytes long.
                 matched |= hmac.compare_digest(expected, entry)
             if matched:
-                return Verification(True, scheme, token_index=index, variant=variant)
+                family: Literal["v2", "v3"] = "v3" if scheme.endswith("v3") else "v2"
+                return Verification(
+                    True, scheme, token_index=index, variant=variant, families=(family,)
+                )
     return Verification(False, scheme, reason=f"{header_name} does not match")
 
 
@@ -413,7 +426,31 @@ def verify_request(
     if not all(k.islower() for k in headers.keys()):  # noqa: SIM118 - werkzeug iterates pairs
         # Servers hand over lower-case names already; other callers may not.
         lower = {k.lower(): v for k, v in headers.items()}
+    has_v2 = HEADER_V2 in lower or HEADER_MA_V2 in lower
     if HEADER_V3 in lower or HEADER_MA_V3 in lower:
+        result = _verify_family("V3", method, url, lower, params, auth_tokens, main_auth_tokens)
+        if result and has_v2:
+            # V3 decides; a V2 pair beside it is checked only to know whether its nonce is
+            # genuine, hence whether to record it (a forger could replay it with another body).
+            v2 = _verify_family("V2", method, url, lower, params, auth_tokens, main_auth_tokens)
+            if v2:
+                result = replace(result, families=("v3", "v2"))
+        return result
+    if has_v2:
+        return _verify_family("V2", method, url, lower, params, auth_tokens, main_auth_tokens)
+    return Verification(False, reason="missing X-Plivo-Signature-V3 or -V2 header")
+
+
+def _verify_family(
+    family: str,
+    method: StrOrBytes,
+    url: StrOrBytes,
+    lower: Mapping[str, str],
+    params: Params,
+    auth_tokens: Tokens,
+    main_auth_tokens: Tokens,
+) -> Verification:
+    if family == "V3":
         nonce = lower.get(HEADER_V3_NONCE)
         checks = [
             (lower.get(HEADER_V3), auth_tokens, False),
@@ -424,8 +461,7 @@ def verify_request(
             for header, tokens, main in checks
             if header is not None and tokens
         ]
-        family = "V3"
-    elif HEADER_V2 in lower or HEADER_MA_V2 in lower:
+    else:
         nonce = lower.get(HEADER_V2_NONCE)
         checks = [
             (lower.get(HEADER_V2), auth_tokens, False),
@@ -436,9 +472,6 @@ def verify_request(
             for header, tokens, main in checks
             if header is not None and tokens
         ]
-        family = "V2"
-    else:
-        return Verification(False, reason="missing X-Plivo-Signature-V3 or -V2 header")
     for result in results:
         if result:
             return result

@@ -31,6 +31,7 @@ __all__ = [
     "StoreUnavailable",
     "WriteOp",
     "WriteResult",
+    "claims",
     "clean",
     "decode_cursor",
     "encode_cursor",
@@ -59,6 +60,8 @@ class Outcome(enum.Enum):
 class WriteResult:
     outcome: Outcome
     reply: str | None = None  # the stored answer (message XML) for messages
+    # A message DUPLICATE whose text differs from the stored one (counted on the message).
+    conflicting: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ class MessageWrite:
     signature_scheme: str  # "v2", "ma-v2", "v3", "ma-v3" or "none"
     fingerprint: str
     nonce: NonceClaim | None = None
+    extra_nonce: NonceClaim | None = None  # see claims()
     kind: Literal["message"] = "message"
 
 
@@ -140,6 +144,7 @@ class StatusWrite:
     signature_scheme: str
     fingerprint: str  # duplicates of one report share it: stored once
     nonce: NonceClaim | None = None
+    extra_nonce: NonceClaim | None = None  # see claims()
     kind: Literal["status"] = "status"
 
 
@@ -157,10 +162,22 @@ class RejectionWrite:
     signature_scheme: str
     fingerprint: str
     nonce: NonceClaim | None = None
+    extra_nonce: NonceClaim | None = None  # see claims()
     kind: Literal["rejection"] = "rejection"
 
 
 WriteOp = MessageWrite | StatusWrite | RejectionWrite
+
+
+def claims(op: WriteOp) -> tuple[NonceClaim, ...]:
+    """The nonces an operation claims: ``nonce``, and ``extra_nonce`` when both families verified.
+
+    An operation is a REPLAY when any of its claims was seen with other content, else a RETRY
+    when any was seen with the same content.
+    """
+    if op.extra_nonce is None:
+        return (op.nonce,) if op.nonce is not None else ()
+    return (op.nonce, op.extra_nonce) if op.nonce is not None else (op.extra_nonce,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +241,13 @@ class Store(abc.ABC):
         retry then gets the stored answer).
 
         Semantics, identical on every backend, all in the operation's transaction:
-        1. With a nonce: claim it. If it was claimed before with another fingerprint, the outcome
-           is REPLAY and nothing is written. With the same fingerprint the request is a retry.
+        1. With nonces (claims()): claim each. If one was claimed before with another
+           fingerprint, the outcome is REPLAY and nothing else is written. With the same
+           fingerprint the request is a retry.
         2. Message: insert unless the MessageUUID exists; if it exists the outcome is DUPLICATE
-           (RETRY after a matching nonce) and ``reply`` is the stored reply.
+           (RETRY after a matching nonce) and ``reply`` is the stored reply; a DUPLICATE with
+           another text adds one to the stored message's ``conflicting_duplicates`` and says
+           ``conflicting``.
            Status: insert unless a report with the same fingerprint exists (DUPLICATE/RETRY).
            Rejection: insert (RETRY after a matching nonce: not again).
         """
@@ -257,6 +277,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune_nonces(self, older_than: datetime) -> int:
         """Forget nonces seen before ``older_than``; return how many."""
+
+    @abc.abstractmethod
+    async def prune_rejections(self, older_than: datetime) -> int:
+        """Forget rejections received before ``older_than``, except the newest; return how many.
+
+        The newest row always stays: SQLite numbers a new row max(id) + 1, so an emptied table
+        would hand out ids again and a cursor from before would skip rows.
+        """
 
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:

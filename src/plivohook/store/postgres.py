@@ -126,6 +126,9 @@ def _op_document(op: WriteOp) -> dict[str, Any]:
     if op.nonce is not None:
         doc["nk"] = op.nonce.key
         doc["nf"] = op.nonce.fingerprint
+    if op.extra_nonce is not None:  # read by plivohook_apply from migration 0002 on
+        doc["xk"] = op.extra_nonce.key
+        doc["xf"] = op.extra_nonce.fingerprint
     return doc
 
 
@@ -533,9 +536,10 @@ class PostgresStore(SQLReads, Store):
             break
         assert row is not None
         answer = row[0]
+        conflicts = answer.get("c") or [False] * len(answer["o"])
         return [
-            WriteResult(_OUTCOMES[outcome], reply)
-            for outcome, reply in zip(answer["o"], answer["r"], strict=True)
+            WriteResult(_OUTCOMES[outcome], reply, bool(conflict))
+            for outcome, reply, conflict in zip(answer["o"], answer["r"], conflicts, strict=True)
         ]
 
     def _record(self, results: list[WriteResult]) -> None:
@@ -566,6 +570,20 @@ class PostgresStore(SQLReads, Store):
             async with self._connection() as conn:
                 async with asyncio.timeout(self._timeout + 2):
                     cur = await conn.execute("DELETE FROM nonces WHERE seen_at < %s", [older_than])
+                    return cur.rowcount
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
+
+    async def prune_rejections(self, older_than: datetime) -> int:
+        try:
+            async with self._connection() as conn:
+                async with asyncio.timeout(self._timeout + 2):
+                    # The newest row stays, as on SQLite (where ids could otherwise repeat).
+                    cur = await conn.execute(
+                        "DELETE FROM rejections WHERE received_at < %s"
+                        " AND id < (SELECT max(id) FROM rejections)",
+                        [older_than],
+                    )
                     return cur.rowcount
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None

@@ -48,6 +48,8 @@ MessageView = TypedDict(
         "reply": str | None,
         "signature_scheme": str,
         "status": str | None,  # the latest delivery report of our reply, if any
+        # Deliveries of this MessageUUID that came with another text (the first one is kept).
+        "conflicting_duplicates": int,
     },
 )
 
@@ -121,7 +123,8 @@ _MESSAGE_SELECT = (
     " m.params AS params, m.method AS method, m.received_at AS received_at, m.reply AS reply,"
     " m.signature_scheme AS signature_scheme,"
     " (SELECT s.status FROM statuses s WHERE s.reply_to = m.message_uuid"
-    "  ORDER BY COALESCE(s.sequence, -1) DESC, s.id DESC LIMIT 1) AS status"
+    "  ORDER BY COALESCE(s.sequence, -1) DESC, s.id DESC LIMIT 1) AS status,"
+    " m.conflicting_duplicates AS conflicting_duplicates"
     " FROM messages m"
 )
 _STATUS_SELECT = (
@@ -159,6 +162,7 @@ class SQLReads(abc.ABC):
             "reply": row["reply"],
             "signature_scheme": row["signature_scheme"],
             "status": row["status"],
+            "conflicting_duplicates": row["conflicting_duplicates"],
         }
 
     def status_view(self, row: dict[str, Any]) -> StatusView:

@@ -36,6 +36,7 @@ from .base import (
     StoreUnavailable,
     WriteOp,
     WriteResult,
+    claims,
     clean,
 )
 from .migrate import load_migrations, pending_migrations
@@ -197,22 +198,26 @@ def _insert_first(
 def _claims(conn: sqlite3.Connection, ops: list[WriteOp], stamps: list[str]) -> list[str]:
     """Per operation: 'new', 'retry' (same nonce, same content) or 'replay'."""
     states = ["new"] * len(ops)
-    claimed = [(i, op.nonce) for i, op in enumerate(ops) if op.nonce is not None]
+    claimed = [(i, n) for i, op in enumerate(ops) for n in claims(op)]
     if not claimed:
         return states
+    # Keyed by the claim's position, not the operation's: one operation may claim two nonces.
     won = _insert_first(
         conn,
-        [(i, n.key, (n.key, n.fingerprint, stamps[i])) for i, n in claimed],
+        [(j, n.key, (n.key, n.fingerprint, stamps[i])) for j, (i, n) in enumerate(claimed)],
         "INSERT INTO nonces (key, fingerprint, seen_at)",
         3,
         "ON CONFLICT DO NOTHING RETURNING key",
     )
-    lost = [(i, n) for i, n in claimed if i not in won]
+    lost = [(i, n) for j, (i, n) in enumerate(claimed) if j not in won]
     seen = _select_in(
         conn, "SELECT key, fingerprint FROM nonces WHERE key IN ({marks})", [n.key for _, n in lost]
     )
     for i, nonce in lost:
-        states[i] = "retry" if seen.get(nonce.key) == nonce.fingerprint else "replay"
+        if seen.get(nonce.key) != nonce.fingerprint:
+            states[i] = "replay"
+        elif states[i] == "new":
+            states[i] = "retry"
     return states
 
 
@@ -285,14 +290,27 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
         )
         stored = _select_in(
             conn,
-            "SELECT message_uuid, reply FROM messages WHERE message_uuid IN ({marks})",
+            "SELECT message_uuid, json_array(reply, text) FROM messages"
+            " WHERE message_uuid IN ({marks})",
             [_clean(op.message_uuid) for i, op in messages if i not in won],
         )
+        conflicts: list[str] = []
         for i, op in messages:
             if i in won:
                 results[i] = WriteResult(Outcome.STORED, op.reply)
-            else:
-                results[i] = WriteResult(again(i), stored[_clean(op.message_uuid)])
+                continue
+            uuid = _clean(op.message_uuid)
+            reply, text = orjson.loads(stored[uuid])
+            conflicting = text != _clean(op.text)
+            if conflicting:
+                conflicts.append(uuid)
+            results[i] = WriteResult(again(i), reply, conflicting)
+        if conflicts:
+            conn.executemany(
+                "UPDATE messages SET conflicting_duplicates = conflicting_duplicates + 1"
+                " WHERE message_uuid = ?",
+                [(uuid,) for uuid in conflicts],
+            )
 
     if statuses:
         won = _insert_first(
@@ -557,6 +575,18 @@ class SQLiteStore(SQLReads, Store):
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 "DELETE FROM nonces WHERE seen_at < ?", (_iso(older_than),)
+            ).rowcount
+
+        return await self._submit(run)
+
+    async def prune_rejections(self, older_than: datetime) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            # The newest row always stays: SQLite gives a new row max(id) + 1, so an emptied
+            # table would hand out ids again and a cursor from before would skip new rows.
+            return conn.execute(
+                "DELETE FROM rejections WHERE received_at < ?"
+                " AND id < (SELECT max(id) FROM rejections)",
+                (_iso(older_than),),
             ).rowcount
 
         return await self._submit(run)

@@ -1,0 +1,417 @@
+"""Plivo's two webhooks, as a bare ASGI callable: the hot path.
+
+Every request flows one way: method and size limits -> signature -> nonce and parse -> commit ->
+answer. Nothing is acknowledged before the store has committed it; a store failure answers 503
+so that Plivo retries, and a retry gets the answer stored the first time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from ..config import Settings, host_name, is_host
+from ..protocol import signature
+from ..protocol.form import parse_form
+from ..protocol.params import ParamsError, parse_message, parse_status
+from ..protocol.xml import Response as XMLResponse
+from ..protocol.xml import XMLValidationError, reply_to
+from ..store import Store, StoreError, StoreUnavailable
+from ..store.base import (
+    MessageWrite,
+    NonceClaim,
+    Outcome,
+    RejectionWrite,
+    StatusWrite,
+    request_fingerprint,
+)
+from .asgi import Receive, Scope, Send, now, send_response
+
+__all__ = ["WEBHOOK_PATHS", "WebhookError", "Webhooks"]
+
+log = logging.getLogger("plivohook")
+
+EMPTY_RESPONSE = b"<Response/>"
+WEBHOOK_PATHS = {"/plivo/message": "message", "/plivo/status": "status"}
+# Headers kept with a rejection must not carry credentials of any kind.
+REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+_FORM = "application/x-www-form-urlencoded"
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8"), _NOSNIFF]
+_TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), _NOSNIFF]
+
+
+class WebhookError(Exception):
+    """An answer other than 200, with a short reason for the client."""
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+class _Seen:
+    """What a refusal's log line tells about the request, filled in as the handler learns it."""
+
+    __slots__ = ("family", "url")
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.family = "none"
+
+
+def _shown(text: str, limit: int = 300) -> str:
+    """Client-chosen text made safe for one log line: no control characters, bounded."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _family_present(headers: dict[str, str]) -> str:
+    present = []
+    if signature.HEADER_V3 in headers or signature.HEADER_MA_V3 in headers:
+        present.append("V3")
+    if signature.HEADER_V2 in headers or signature.HEADER_MA_V2 in headers:
+        present.append("V2")
+    return "+".join(present) or "none"
+
+
+def _failure_code(reason: str | None) -> str:
+    """A short, stable name for a verification failure, for the counters."""
+    reason = reason or ""
+    if "Nonce" in reason and reason.startswith("missing"):
+        return "missing_nonce"
+    for needle, code in (
+        ("missing", "missing_signature"),
+        ("malformed", "malformed_signature"),
+        ("more than", "too_many_signatures"),
+        ("does not match", "mismatch"),
+        ("token configured", "no_token"),
+        ("cannot be parsed", "bad_url"),
+    ):
+        if needle in reason:
+            return code
+    return "other"
+
+
+class Webhooks:
+    """The two Plivo routes, as a bare ASGI callable: this is the hot path."""
+
+    def __init__(self, settings: Settings, store_ref: Callable[[], Store], counters: Counter):
+        self.settings = settings
+        self._store = store_ref
+        self.counters = counters
+        self.auth_tokens = settings.auth_tokens
+        self.main_tokens = settings.main_auth_tokens
+        self.public_url = settings.public_url
+        self.trust_forwarded = settings.trust_forwarded_headers
+        self.allowed_hosts = settings.allowed_hosts
+        self.max_body = settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        seen = _Seen()
+        try:
+            status, body, headers = await self.handle(scope, receive, kind, seen)
+        except WebhookError as exc:
+            self.counters[f"{kind}_{exc.status}"] += 1
+            self.counters[f"refused_{exc.status}"] += 1
+            if exc.status < 500:  # a 503 is the store's, logged where it happens
+                # Never a token or a signature here: the reason names headers, not values.
+                log.warning(
+                    "refused %s %s: %d %s (signature checked against %s; headers %s)",
+                    scope["method"],
+                    _shown(scope.get("path", "")),
+                    exc.status,
+                    _shown(exc.reason),
+                    _shown(seen.url) if seen.url else "-",
+                    seen.family,
+                )
+            await send_response(
+                send, exc.status, exc.reason.encode() + b"\n", _TEXT_HEADERS + exc.headers
+            )
+            return
+        except Exception:
+            # Never a stack trace to the client; the log has it.
+            log.exception("unexpected error on %s", scope.get("path"))
+            self.counters[f"{kind}_500"] += 1
+            await send_response(send, 500, b"internal error\n", _TEXT_HEADERS)
+            return
+        self.counters[f"{kind}_{status}"] += 1
+        await send_response(send, status, body, headers)
+
+    async def handle(
+        self, scope: Scope, receive: Receive, kind: str, seen: _Seen | None = None
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        seen = seen or _Seen()
+        method = scope["method"]
+        if method not in ("POST", "GET"):
+            raise WebhookError(405, f"method {method} not allowed", [(b"allow", b"GET, POST")])
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers[name.decode("latin-1")] = value.decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        seen.family = _family_present(headers)
+        body = b""
+        if method == "POST":
+            content_type = headers.get("content-type", "")
+            if content_type != _FORM and content_type.split(";", 1)[0].strip().lower() != _FORM:
+                raise WebhookError(415, "Content-Type must be application/x-www-form-urlencoded")
+            body = await self._read_body(receive, headers.get("content-length"))
+            params = parse_form(body.decode("utf-8", "surrogateescape"))
+            signed_params: list[tuple[str, str]] = params
+        else:
+            params = parse_form(query)
+            signed_params = []  # GET: Plivo's fields ride in the URL's query, signed there
+
+        url = self._url(scope, headers, query)
+        seen.url = url
+        families: tuple[str, ...] = ()
+        if self.settings.insecure_skip_verify:
+            scheme_name = "none"
+        else:
+            verification = signature.verify_request(
+                method, url, headers, signed_params, self.auth_tokens, self.main_tokens
+            )
+            if not verification:
+                self.counters["signature_failures"] += 1
+                self.counters[f"verification_failure:{_failure_code(verification.reason)}"] += 1
+                raise WebhookError(403, f"signature check failed: {verification.reason}")
+            scheme_name = verification.scheme or "none"
+            families = verification.families
+        fingerprint = request_fingerprint(kind, query, params)
+        claim, extra = _nonce_claims(headers, families, fingerprint)
+        received_at = now()
+        store = self._store()
+
+        def rejection(reason: str, nonce: NonceClaim | None) -> RejectionWrite:
+            return RejectionWrite(
+                method=method,
+                path=scope.get("path", ""),
+                query=query,
+                headers=[(k, v) for k, v in headers.items() if k not in REDACTED_HEADERS],
+                body=body,
+                reason=reason,
+                received_at=received_at,
+                signature_scheme=scheme_name,
+                fingerprint=fingerprint,
+                nonce=nonce,
+                extra_nonce=extra,
+            )
+
+        try:
+            parsed = parse_message(params) if kind == "message" else parse_status(params)
+        except ParamsError as exc:
+            await self._reject(store, rejection(str(exc), claim))
+            raise WebhookError(400, f"malformed request: {exc}") from None
+
+        op: Any
+        if kind == "message":
+            reply = self._reply(parsed)
+            op = MessageWrite(
+                message_uuid=parsed.message_uuid,
+                from_number=parsed.from_number,
+                to_number=parsed.to_number,
+                type=parsed.type,
+                text=parsed.text,
+                media=[{"url": m.url, "content_type": m.content_type} for m in parsed.media],
+                params=params,
+                method=method,
+                received_at=received_at,
+                reply=reply,
+                signature_scheme=scheme_name,
+                fingerprint=fingerprint,
+                nonce=claim,
+                extra_nonce=extra,
+            )
+        else:
+            reply_to_uuid = None
+            for key, value in parse_qsl(query, keep_blank_values=True):
+                if key == "reply_to" and value:
+                    reply_to_uuid = value
+            op = StatusWrite(
+                message_uuid=parsed.message_uuid,
+                status=parsed.status,
+                sequence=parsed.sequence,
+                parent_message_uuid=parsed.parent_message_uuid,
+                error_code=parsed.error_code,
+                reply_to=reply_to_uuid,
+                params=params,
+                method=method,
+                received_at=received_at,
+                signature_scheme=scheme_name,
+                fingerprint=request_fingerprint("status", "", params),
+                nonce=claim,
+                extra_nonce=extra,
+            )
+        try:
+            result = await self._write(store, op)
+        except StoreError as exc:
+            # The database refused this one request's data (not its health): keep it whole for
+            # inspection like any malformed request, rather than answering 500 forever.
+            log.warning("the store refused %s %s: %s", method, scope.get("path"), exc)
+            reason = f"the database refused it: {exc}"
+            # The refused write claimed nothing (its transaction rolled back): the rejection
+            # claims the nonces, so that a replay of this request is not kept again.
+            await self._reject(store, rejection(reason, claim))
+            raise WebhookError(400, reason) from None
+        if result.outcome is Outcome.REPLAY:
+            self.counters["replays_refused"] += 1
+            raise WebhookError(403, "nonce already used by another request")
+        if result.outcome is not Outcome.STORED:
+            self.counters[f"{kind}_{result.outcome.value}"] += 1
+        if result.conflicting:
+            self.counters["message_conflicting_duplicates"] += 1
+            log.warning(
+                "MessageUUID %s arrived again with another text: the first text is kept, the"
+                " message's conflicting_duplicates counts it",
+                _shown(parsed.message_uuid),
+            )
+        answer = result.reply.encode() if result.reply else EMPTY_RESPONSE
+        return 200, answer, _XML_HEADERS
+
+    async def _reject(self, store: Store, rejection: RejectionWrite) -> None:
+        """Keep a signed request that cannot be stored as a message; raises the answer to give."""
+        try:
+            result = await self._write(store, rejection)
+        except StoreError as exc:  # not even the rejection fits: say so, Plivo retries
+            log.error("could not keep a rejected request: %s", exc)
+            raise WebhookError(
+                503, "database refused the request, retry later", [(b"retry-after", b"5")]
+            ) from None
+        self.counters["rejections"] += 1
+        if result.outcome is Outcome.REPLAY:
+            raise WebhookError(403, "nonce already used by another request")
+
+    async def _write(self, store: Store, op: Any) -> Any:
+        try:
+            # No asyncio.timeout here: every store bounds its own writes (Store.write), with one
+            # timer per batch rather than one per request.
+            return await store.write(op)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: %s", exc)
+            raise WebhookError(
+                503, "database unavailable, retry later", [(b"retry-after", b"5")]
+            ) from None
+
+    def _reply(self, message: Any) -> str | None:
+        text = self.settings.auto_reply
+        if not text:
+            return None
+        callback = None
+        if self.public_url:
+            callback = f"{self.public_url}/plivo/status?reply_to={quote(message.message_uuid)}"
+        try:
+            element = reply_to(
+                message.from_number,
+                message.to_number,
+                text,
+                callback_url=callback,
+                callback_method="POST" if callback else None,
+            )
+        except XMLValidationError as exc:
+            # e.g. an alphanumeric sender cannot be answered: keep the message, skip the reply.
+            log.info("no auto-reply to %s: %s", message.message_uuid, exc)
+            return None
+        return XMLResponse([element]).to_xml()
+
+    async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
+        limit = self.max_body
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise WebhookError(400, "Content-Length is not a number") from None
+            if length > limit:
+                raise WebhookError(413, f"body larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise WebhookError(400, "client disconnected before the body was complete")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise WebhookError(413, f"body larger than {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _url(self, scope: Scope, headers: dict[str, str], query: str) -> str:
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else quote(scope.get("path", "/"))
+        suffix = path + ("?" + query if query else "")
+        if self.public_url:
+            return self.public_url + suffix
+        scheme = scope.get("scheme", "http")
+        host = headers.get("host")
+        header = "Host"
+        if self.trust_forwarded:
+            proto = headers.get("x-forwarded-proto", "").split(",")[0].strip()
+            if proto:
+                if proto.lower() not in ("http", "https"):
+                    raise WebhookError(400, "X-Forwarded-Proto must be http or https")
+                scheme = proto.lower()
+            forwarded = headers.get("x-forwarded-host", "").split(",")[0].strip()
+            if forwarded:
+                host, header = forwarded, "X-Forwarded-Host"
+        if host is None:  # HTTP/1.0 without Host: the address the client connected to
+            server = scope.get("server") or ("localhost", None)
+            host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+            if ":" in server[0]:
+                host = f"[{server[0]}]" + ("" if server[1] is None else f":{server[1]}")
+        elif not is_host(host):
+            # The signed URL is built from this text: a '/', '?' or '#' in it would let a
+            # signature made for another URL of the account (e.g. a voice answer_url) pass.
+            raise WebhookError(400, f"{header} header is not a valid host[:port]")
+        if self.allowed_hosts and not self._allowed(host):
+            raise WebhookError(400, f"{header} header names a host not in --allowed-hosts")
+        return f"{scheme}://{host}{suffix}"
+
+    def _allowed(self, host: str) -> bool:
+        """An entry with a port must match exactly; one without matches the host on any port."""
+        lowered = host.lower()
+        name = host_name(lowered)
+        return any(
+            lowered == entry if host_name(entry) != entry else name == entry
+            for entry in self.allowed_hosts
+        )
+
+
+def _nonce_claims(
+    headers: dict[str, str], families: tuple[str, ...], fingerprint: str
+) -> tuple[NonceClaim | None, NonceClaim | None]:
+    """The nonces that guard this request against replay: those of the verified families only.
+
+    A nonce no verified signature covers is the client's free choice: recording it would let
+    one captured request, replayed with random nonces, add a row each time. The V2 nonce is
+    recorded whenever V2 verified, even beside V3: V2 does not sign the body, so a captured V2
+    pair is what a forger could replay with another body (stripping the V3 headers). The V3
+    nonce is recorded too, as V3's unseparated join lets a few re-splits of the same fields
+    (``To=14155550199`` as ``To1=4155550199``) pass with one signature.
+    """
+    v2 = headers.get(signature.HEADER_V2_NONCE) if "v2" in families else None
+    v3 = headers.get(signature.HEADER_V3_NONCE) if "v3" in families else None
+    first = NonceClaim("v2", v2, fingerprint) if v2 is not None else None
+    second = NonceClaim("v3", v3, fingerprint) if v3 is not None else None
+    if first is None:
+        return second, None
+    return first, second
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
