@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import sys
 import time
@@ -19,6 +20,21 @@ from .config import ConfigError, Settings, split_tokens
 from .protocol import signature
 
 SCHEMES = ("v2", "ma-v2", "v3", "ma-v3")
+
+# C0 and C1 controls (ESC, BEL, CSI...) and DEL: stored text comes from anyone who can send an
+# SMS, and a raw escape sequence would retitle, recolour or hyperlink the operator's terminal.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROLS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: object, *, multiline: bool = False) -> str:
+    """Stored data made safe for a terminal: control characters become U+FFFD.
+
+    ``multiline`` keeps newlines and tabs (a message's text, a response body), which move the
+    cursor forward only; a carriage return could overwrite what was printed, so it goes too.
+    """
+    text = "" if value is None else str(value)
+    return (_CONTROLS_BUT_LINES if multiline else _CONTROLS).sub("\ufffd", text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -308,7 +324,7 @@ def send(
     asyncio.run(run())
     elapsed = time.perf_counter() - started
     if bodies:
-        click.echo(bodies[0].rstrip())
+        click.echo(printable(bodies[0].rstrip(), multiline=True))
     summary = ", ".join(f"{code}: {n}" for code, n in sorted(codes.items()))
     click.echo(f"sent {count} in {elapsed:.2f}s ({count / elapsed:.0f}/s) -- {summary}")
     if any(not code.startswith("2") for code in codes):
@@ -339,6 +355,7 @@ def messages(
     import orjson
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from .app import _message_view, _rfc3339
     from .store import StoreUnavailable, open_store
@@ -358,13 +375,14 @@ def messages(
         for column in ("received", "from", "to", "type", "text", "reply status"):
             table.add_column(column)
         for message in batch:
+            # Text, not markup: "[/bold]" or "[link=...]" in a message is shown as written.
             table.add_row(
-                _rfc3339(message["received_at"])[:19].replace("T", " "),
-                message["from"],
-                message["to"],
-                message["type"],
-                message["text"],
-                message["status"] or "",
+                Text(_rfc3339(message["received_at"])[:19].replace("T", " ")),
+                Text(printable(message["from"])),
+                Text(printable(message["to"])),
+                Text(printable(message["type"])),
+                Text(printable(message["text"], multiline=True)),
+                Text(printable(message["status"] or "")),
             )
         console.print(table)
 
