@@ -24,6 +24,18 @@ def _load() -> dict[str, str]:
     return values
 
 
+def save(path: Path, values: dict[str, str]) -> None:
+    """Write the tokens to a file that is 0600 from its first byte.
+
+    Writing then chmod-ing leaves a moment in which another user may open it (and keep the open
+    file after the chmod). An existing file is made 0600 before anything is written to it.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)
+        out.write("".join(f"{key}={value}\n" for key, value in values.items()))
+
+
 def main() -> None:
     saved = _load()
     token = os.environ.get("PLIVO_AUTH_TOKEN") or saved.get("PLIVO_AUTH_TOKEN")
@@ -34,8 +46,7 @@ def main() -> None:
     if not admin:
         admin, made = secrets.token_urlsafe(24), True
     if made:
-        ENV_FILE.write_text(f"PLIVO_AUTH_TOKEN={token}\nPLIVOHOOK_ADMIN_TOKEN={admin}\n")
-        ENV_FILE.chmod(0o600)
+        save(ENV_FILE, {"PLIVO_AUTH_TOKEN": token, "PLIVOHOOK_ADMIN_TOKEN": admin})
     host = os.environ.get("PLIVOHOOK_HOST", "127.0.0.1")
     port = os.environ.get("PLIVOHOOK_PORT", "8080")
     database = os.environ.get("PLIVOHOOK_DATABASE_URL", "sqlite:///plivohook.db")

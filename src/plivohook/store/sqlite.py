@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -106,6 +107,28 @@ def _migrations() -> list[tuple[int, str]]:
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), entry.read_text("utf-8")))
     return sorted(found)
+
+
+def _make_private(path: str) -> None:
+    """Create the database file 0600 (and any missing folder 0700) before SQLite opens it.
+
+    The file holds phone numbers and message texts; under the usual umask SQLite would create it
+    0644. SQLite gives the -wal and -shm files the mode of the database file, so they follow.
+    An existing file keeps the mode its owner chose.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    missing = []
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        # mkdir's mode is filtered by the umask, which only removes bits: 0700 stays 0700.
+        with contextlib.suppress(FileExistsError):  # another worker made it first
+            new.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -450,8 +473,7 @@ class SQLiteStore(Store):
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self.path)
         try:
             conn = _connect(self.path)
             _migrate(conn)
@@ -470,6 +492,7 @@ class SQLiteStore(Store):
 
     async def migrate(self) -> list[int]:
         def run() -> list[int]:
+            _make_private(self.path)
             conn = _connect(self.path)
             try:
                 return _migrate(conn)
