@@ -37,6 +37,52 @@ def printable(value: object, *, multiline: bool = False) -> str:
     return (_CONTROLS_BUT_LINES if multiline else _CONTROLS).sub("\ufffd", text)
 
 
+# -- tokens: from the environment or a file, a flag only with a warning -------------------------
+
+
+def _token_file_option(name: str, envvar: str, what: str):  # type: ignore[no-untyped-def]
+    return click.option(
+        name,
+        type=click.Path(exists=True, dir_okay=False, readable=True),
+        envvar=envvar,
+        show_envvar=True,
+        help=f"Read {what} from this file (one per line or comma-separated).",
+    )
+
+
+def read_token_file(path: str | None, option: str) -> tuple[str, ...]:
+    """The tokens in a file: one per line (or comma-separated), blank lines skipped."""
+    if not path:
+        return ()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=option) from None
+    tokens = split_tokens(lines)
+    if not tokens:
+        raise click.BadParameter(f"{path} holds no token", param_hint=option)
+    return tokens
+
+
+def warn_tokens_on_command_line(ctx: click.Context, *flags: tuple[str, str, str]) -> None:
+    """Warn for each (parameter, flag, environment variable) whose token came as a flag.
+
+    Every user of the machine can read another's command line (ps, /proc/PID/cmdline), not its
+    environment or its 0600 files. The warning names the flag, never the value.
+    """
+    from click.core import ParameterSource
+
+    for param, flag, envvar in flags:
+        if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
+            click.secho(
+                f"WARNING: {flag} on the command line is visible to every user in the process "
+                f"list (ps); set {envvar} or use {flag}-file instead.",
+                fg="yellow",
+                err=True,
+            )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="plivohook")
 def main() -> None:
@@ -61,14 +107,18 @@ def main() -> None:
     "auth_tokens",
     multiple=True,
     envvar="PLIVO_AUTH_TOKEN",
-    help="Plivo auth token; repeat (or comma-separate) to rotate. [env PLIVO_AUTH_TOKEN]",
+    help="Plivo auth token; repeat (or comma-separate) to rotate. Prefer the environment.",
 )
+@_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the Plivo auth token(s)")
 @click.option(
     "--main-auth-token",
     "main_auth_tokens",
     multiple=True,
     envvar="PLIVO_MAIN_AUTH_TOKEN",
-    help="The main account's token, for the Ma- headers. [env PLIVO_MAIN_AUTH_TOKEN]",
+    help="The main account's token, for the Ma- headers. Prefer the environment.",
+)
+@_token_file_option(
+    "--main-auth-token-file", "PLIVO_MAIN_AUTH_TOKEN_FILE", "the main account's token(s)"
 )
 @click.option(
     "--public-url",
@@ -81,7 +131,12 @@ def main() -> None:
     envvar="PLIVOHOOK_TRUST_FORWARDED_HEADERS",
     help="Believe X-Forwarded-Proto/-Host (only behind a proxy that sets them).",
 )
-@click.option("--admin-token", envvar="PLIVOHOOK_ADMIN_TOKEN", help="Bearer token for /api/*.")
+@click.option(
+    "--admin-token",
+    envvar="PLIVOHOOK_ADMIN_TOKEN",
+    help="Bearer token for /api/*. Prefer the environment.",
+)
+@_token_file_option("--admin-token-file", "PLIVOHOOK_ADMIN_TOKEN_FILE", "the admin token")
 @click.option("--auto-reply", envvar="PLIVOHOOK_AUTO_REPLY", help="Text sent back to every sender.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option(
@@ -112,15 +167,20 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.pass_context
 def serve(
+    ctx: click.Context,
     host: str,
     port: int,
     database: str,
     auth_tokens: tuple[str, ...],
+    auth_token_file: str | None,
     main_auth_tokens: tuple[str, ...],
+    main_auth_token_file: str | None,
     public_url: str | None,
     trust_forwarded_headers: bool,
     admin_token: str | None,
+    admin_token_file: str | None,
     auto_reply: str | None,
     workers: int,
     nonce_retention: int,
@@ -129,14 +189,35 @@ def serve(
     log_level: str,
 ) -> None:
     """Run the receiver: point Plivo's message_url at /plivo/message, callbacks at /plivo/status."""
+    warn_tokens_on_command_line(
+        ctx,
+        ("auth_tokens", "--auth-token", "PLIVO_AUTH_TOKEN"),
+        ("main_auth_tokens", "--main-auth-token", "PLIVO_MAIN_AUTH_TOKEN"),
+        ("admin_token", "--admin-token", "PLIVOHOOK_ADMIN_TOKEN"),
+    )
+    admin_from_file = read_token_file(admin_token_file, "--admin-token-file")
+    if len(admin_from_file) > 1:
+        raise click.BadParameter("holds more than one token", param_hint="--admin-token-file")
+    if admin_from_file and admin_token and admin_from_file[0] != admin_token:
+        raise click.UsageError(
+            "--admin-token and --admin-token-file (or their environment variables) disagree: "
+            "give one"
+        )
     try:
         settings = Settings(
             database_url=database,
-            auth_tokens=split_tokens(list(auth_tokens)),
-            main_auth_tokens=split_tokens(list(main_auth_tokens)),
+            auth_tokens=split_tokens(
+                [*auth_tokens, *read_token_file(auth_token_file, "--auth-token-file")]
+            ),
+            main_auth_tokens=split_tokens(
+                [
+                    *main_auth_tokens,
+                    *read_token_file(main_auth_token_file, "--main-auth-token-file"),
+                ]
+            ),
             public_url=public_url or None,
             trust_forwarded_headers=trust_forwarded_headers,
-            admin_token=admin_token or None,
+            admin_token=admin_token or (admin_from_file[0] if admin_from_file else None),
             auto_reply=auto_reply or None,
             insecure_skip_verify=insecure_skip_verify,
             nonce_retention=timedelta(seconds=nonce_retention),
@@ -176,6 +257,16 @@ def migrate(database: str) -> None:
 
 
 # -- send: simulate Plivo -----------------------------------------------------------------------
+
+
+def _signing_token(ctx: click.Context, auth_token: str | None, auth_token_file: str | None) -> str:
+    warn_tokens_on_command_line(ctx, ("auth_token", "--auth-token", "PLIVO_AUTH_TOKEN"))
+    tokens = split_tokens(auth_token) or read_token_file(auth_token_file, "--auth-token-file")
+    if not tokens:
+        raise click.UsageError(
+            "no auth token to sign with: set PLIVO_AUTH_TOKEN, or give --auth-token-file"
+        )
+    return tokens[0]
 
 
 def _nonce() -> str:
@@ -234,7 +325,10 @@ def signed_request(
 
 @main.command()
 @click.argument("url")
-@click.option("--auth-token", required=True, envvar="PLIVO_AUTH_TOKEN", help="Token to sign with.")
+@click.option(
+    "--auth-token", envvar="PLIVO_AUTH_TOKEN", show_envvar=True, help="Token to sign with."
+)
+@_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the token to sign with")
 @click.option("--from", "from_", default="14155550100", show_default=True)
 @click.option("--to", default="14155550199", show_default=True)
 @click.option("--text", default="Hello from plivohook send", show_default=True)
@@ -251,9 +345,12 @@ def signed_request(
 @click.option("--method", default="POST", type=click.Choice(["POST", "GET"]), show_default=True)
 @click.option("--status", "status", help="Send a delivery report with this Status instead.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
+@click.pass_context
 def send(
+    ctx: click.Context,
     url: str,
-    auth_token: str,
+    auth_token: str | None,
+    auth_token_file: str | None,
     from_: str,
     to: str,
     text: str,
@@ -273,9 +370,7 @@ def send(
     from rich.progress import Progress
 
     schemes = schemes or ("v2", "v3")
-    token = split_tokens(auth_token)[0] if split_tokens(auth_token) else ""
-    if not token:
-        raise click.UsageError("--auth-token is empty")
+    token = _signing_token(ctx, auth_token, auth_token_file)
 
     def params_for(index: int) -> list[tuple[str, str]]:
         uid = message_uuid or str(uuid.uuid1())  # time-based, as Plivo's are
@@ -435,20 +530,25 @@ _VERSION = click.option("--version", "version", default="v3", type=click.Choice(
 
 @main.command()
 @_URL
-@click.option("--auth-token", required=True, envvar="PLIVO_AUTH_TOKEN")
+@click.option("--auth-token", envvar="PLIVO_AUTH_TOKEN", show_envvar=True)
+@_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the token to sign with")
 @click.option("--nonce", help="Default: a new random one.")
 @_METHOD
 @_PARAM
 @_VERSION
+@click.pass_context
 def sign(
+    ctx: click.Context,
     url: str,
-    auth_token: str,
+    auth_token: str | None,
+    auth_token_file: str | None,
     nonce: str | None,
     method: str,
     params: tuple[str, ...],
     version: str,
 ) -> None:
     """Show the exact string Plivo signs for a request, and the signature header."""
+    auth_token = _signing_token(ctx, auth_token, auth_token_file)
     nonce = nonce or _nonce()
     pairs = _pairs(params)
     if not signature.base_url_variants(url):
@@ -469,16 +569,20 @@ def sign(
 @main.command()
 @_URL
 @click.option(
-    "--auth-token", "auth_tokens", required=True, multiple=True, envvar="PLIVO_AUTH_TOKEN"
+    "--auth-token", "auth_tokens", multiple=True, envvar="PLIVO_AUTH_TOKEN", show_envvar=True
 )
+@_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the token(s) to try")
 @click.option("--nonce", required=True)
 @click.option("--signature", "signature_value", required=True, help="The header's value.")
 @_METHOD
 @_PARAM
 @_VERSION
+@click.pass_context
 def verify(
+    ctx: click.Context,
     url: str,
     auth_tokens: tuple[str, ...],
+    auth_token_file: str | None,
     nonce: str,
     signature_value: str,
     method: str,
@@ -486,7 +590,12 @@ def verify(
     version: str,
 ) -> None:
     """Check a signature and show every string tried: finds proxy and URL mismatches."""
-    tokens = split_tokens(list(auth_tokens))
+    warn_tokens_on_command_line(ctx, ("auth_tokens", "--auth-token", "PLIVO_AUTH_TOKEN"))
+    tokens = split_tokens([*auth_tokens, *read_token_file(auth_token_file, "--auth-token-file")])
+    if not tokens:
+        raise click.UsageError(
+            "no auth token to try: set PLIVO_AUTH_TOKEN, or give --auth-token-file"
+        )
     pairs = _pairs(params)
     if not signature.base_url_variants(url):
         raise click.BadParameter(f"{url!r} is not a valid URL", param_hint="URL")

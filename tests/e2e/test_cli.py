@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from tests.e2e.conftest import PLIVOHOOK, TOKEN
+from tests.e2e.conftest import ADMIN, PLIVOHOOK, TOKEN, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -49,3 +51,73 @@ def test_messages_prints_markup_and_escapes_literally(server_factory, tmp_path):
     # --json escapes control characters itself (JSON strings cannot hold them raw).
     as_json = plivohook("messages", "--database", url, "--json")
     assert "\x1b" not in as_json.stdout and "\\u001b]0;title\\u0007" in as_json.stdout
+
+
+# -- item 6: tokens out of the process list ------------------------------------------------------
+
+
+class BareServer(Server):
+    """`plivohook serve` given no token flag: the tokens come from the environment or files."""
+
+    def command(self) -> list[str]:
+        return [
+            PLIVOHOOK, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--database", self.database, *self.args,
+        ]  # fmt: skip
+
+
+@pytest.fixture
+def bare_server() -> Iterator:
+    started: list[Server] = []
+
+    def make(database: str, *args: str, **kwargs) -> Server:
+        server = BareServer(database, *args, **kwargs)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def test_tokens_from_files_named_in_the_environment(bare_server, tmp_path):
+    (tmp_path / "auth").write_text(f"old-token-0123456789\n{TOKEN}\n")
+    (tmp_path / "admin").write_text(ADMIN + "\n")
+    server = bare_server(
+        f"sqlite:///{tmp_path}/f.db",
+        env={
+            "PLIVO_AUTH_TOKEN_FILE": str(tmp_path / "auth"),
+            "PLIVOHOOK_ADMIN_TOKEN_FILE": str(tmp_path / "admin"),
+        },
+    ).start()
+    assert not any("WARNING: --" in line for line in server.lines), server.lines
+    (tmp_path / "send-token").write_text(TOKEN)
+    sent = plivohook(
+        "send", server.url + "/plivo/message", "--auth-token-file", str(tmp_path / "send-token")
+    )
+    assert sent.returncode == 0 and "200: 1" in sent.stdout, sent.stdout + sent.stderr
+    assert "WARNING" not in sent.stderr
+    api = httpx.get(server.url + "/api/messages", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert api.status_code == 200 and len(api.json()["messages"]) == 1
+
+
+def test_a_token_given_as_a_flag_is_warned_about_and_never_shown(server_factory, tmp_path):
+    server = server_factory(f"sqlite:///{tmp_path}/w.db").start()
+    output = "\n".join(server.lines)
+    assert "WARNING: --auth-token on the command line is visible" in output
+    assert "WARNING: --admin-token on the command line is visible" in output
+    assert TOKEN not in output and ADMIN not in output
+    sent = plivohook("send", server.url + "/plivo/message", "--auth-token", TOKEN)
+    assert sent.returncode == 0
+    assert "--auth-token on the command line" in sent.stderr and TOKEN not in sent.stderr
+
+
+def test_an_unreadable_or_empty_token_file_is_a_usage_error(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    for path, says in ((tmp_path / "missing", "does not exist"), (tmp_path / "empty", "no token")):
+        result = plivohook(
+            "serve", "--database", f"sqlite:///{tmp_path}/x.db", "--auth-token-file", str(path)
+        )
+        assert result.returncode == 2
+        assert "--auth-token-file" in result.stderr and says in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
