@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -35,6 +36,58 @@ def printable(value: object, *, multiline: bool = False) -> str:
     """
     text = "" if value is None else str(value)
     return (_CONTROLS_BUT_LINES if multiline else _CONTROLS).sub("\ufffd", text)
+
+
+# -- the database: one clear line instead of a traceback -------------------------------------------
+
+
+class SetupError(click.ClickException):
+    """A setting the command cannot work with: one line on stderr, exit 2 (as a usage error)."""
+
+    exit_code = 2
+
+
+def _database_problem(message: str) -> SetupError:
+    return SetupError(f"--database (PLIVOHOOK_DATABASE_URL): {message}")
+
+
+def checked_store(
+    database: str, *, must_exist: bool = False, folder_must_exist: bool = False, **options: Any
+) -> Any:
+    """The store for --database, or SetupError when the URL (or the SQLite file) is wrong.
+
+    ``must_exist``: a command that only reads must not create an empty database for a typo.
+    ``folder_must_exist``: only serve creates folders (0700); migrate on a typo'd folder refuses.
+    """
+    from .store import DatabaseURLError, open_store
+
+    try:
+        store = open_store(database, **options)
+    except DatabaseURLError as exc:
+        raise _database_problem(str(exc)) from None
+    path = getattr(store, "path", None)
+    if path and path != ":memory:":
+        file = Path(path)
+        if must_exist and not file.is_file():
+            raise _database_problem(
+                f"there is no SQLite database at {path} (nothing was created); check the path, "
+                "or start serve once to create it"
+            )
+        if folder_must_exist and not file.absolute().parent.is_dir():
+            raise _database_problem(
+                f"the folder {file.absolute().parent} does not exist; create it, or let serve "
+                "create it"
+            )
+    return store
+
+
+async def _open_checked(store: Any) -> None:
+    from .store import StoreUnavailable
+
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        raise _database_problem(str(exc)) from None
 
 
 # -- tokens: from the environment or a file, a flag only with a warning -------------------------
@@ -227,6 +280,16 @@ def serve(
         raise click.UsageError(str(exc)) from None
     from .server import run
 
+    async def preflight() -> None:
+        # Open (and migrate) once before uvicorn starts: a wrong URL, PostgreSQL down or a
+        # missing database is one line here, not a lifespan traceback per worker.
+        store = checked_store(
+            settings.database_url, pool_max=settings.pool_size, timeout=settings.write_timeout
+        )
+        await _open_checked(store)
+        await store.close()
+
+    asyncio.run(preflight())
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -246,11 +309,14 @@ def serve(
 @click.option("--database", default="sqlite:///plivohook.db", envvar="PLIVOHOOK_DATABASE_URL")
 def migrate(database: str) -> None:
     """Apply pending schema migrations (serve also does this at start)."""
-    from .store import open_store
+    from .store import StoreUnavailable
 
     async def go() -> list[int]:
-        store = open_store(database)
-        return await store.migrate()  # type: ignore[attr-defined,no-any-return]
+        store = checked_store(database, folder_must_exist=True)
+        try:
+            return await store.migrate()  # type: ignore[no-any-return]
+        except StoreUnavailable as exc:
+            raise _database_problem(str(exc)) from None
 
     applied = asyncio.run(go())
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
@@ -453,7 +519,6 @@ def messages(
     from rich.text import Text
 
     from .app import _message_view, _rfc3339
-    from .store import StoreUnavailable, open_store
 
     console = Console()
 
@@ -484,11 +549,8 @@ def messages(
     seen: set[str] = set()
 
     async def go() -> None:
-        store = open_store(database)
-        try:
-            await store.open()
-        except StoreUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
+        store = checked_store(database, must_exist=True)
+        await _open_checked(store)
         try:
             while True:
                 page = await store.list_messages(

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.backends import ADMIN_URL, _with_database, postgres_or_skip
 from tests.e2e.conftest import ADMIN, PLIVOHOOK, TOKEN, Server
 
 pytestmark = pytest.mark.e2e
 
 
-def plivohook(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+def plivohook(*args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd=None):
     """Run the command with a wide, piped output (so Rich neither wraps nor styles)."""
     full_env = dict(os.environ, COLUMNS="250", **(env or {}))
     for name in ("PLIVO_AUTH_TOKEN", "PLIVOHOOK_ADMIN_TOKEN", "PLIVOHOOK_DATABASE_URL"):
         if env is None or name not in env:
             full_env.pop(name, None)
     return subprocess.run(
-        [PLIVOHOOK, *args], capture_output=True, text=True, timeout=timeout, env=full_env
+        [PLIVOHOOK, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd
     )
 
 
@@ -121,3 +123,59 @@ def test_an_unreadable_or_empty_token_file_is_a_usage_error(tmp_path):
         assert result.returncode == 2
         assert "--auth-token-file" in result.stderr and says in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+# -- item 9: a wrong database is one line, exit 2, before uvicorn starts -------------------------
+
+
+def one_line_refusal(result, *says: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING")]
+    assert len(lines) == 1, result.stderr
+    assert "--database (PLIVOHOOK_DATABASE_URL)" in lines[0]
+    for text in says:
+        assert text in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "Application startup failed" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("database", "says"),
+    [
+        ("mysql://x/y", ("unsupported database 'mysql'", "postgresql://user@host/dbname")),
+        ("plivohook.db", ("sqlite:///plivohook.db",)),
+        ("sqlite://plivohook.db", ("three slashes", "sqlite:///plivohook.db")),
+        ("postgresql://postgres@127.0.0.1:1/x", ("cannot connect to PostgreSQL",)),
+    ],
+)
+def test_serve_refuses_a_wrong_database_in_one_line(tmp_path, database, says):
+    result = plivohook(
+        "serve", "--database", database, env={"PLIVO_AUTH_TOKEN": TOKEN}, cwd=tmp_path
+    )
+    one_line_refusal(result, *says)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_refuses_a_missing_postgres_database(tmp_path):
+    postgres_or_skip()
+    missing = _with_database(ADMIN_URL, f"plivohook_missing_{uuid.uuid4().hex[:8]}")
+    result = plivohook("serve", "--database", missing, env={"PLIVO_AUTH_TOKEN": TOKEN})
+    one_line_refusal(result, "does not exist")
+
+
+def test_migrate_on_a_missing_folder_refuses(tmp_path):
+    result = plivohook("migrate", "--database", f"sqlite:///{tmp_path}/nowhere/x.db")
+    one_line_refusal(result, f"the folder {tmp_path}/nowhere does not exist")
+    assert not (tmp_path / "nowhere").exists()
+    result = plivohook("migrate", "--database", "sqlite://x.db")
+    one_line_refusal(result, "three slashes")
+
+
+# -- item 11: reading never creates a database ----------------------------------------------------
+
+
+def test_messages_refuses_a_database_that_does_not_exist(tmp_path):
+    result = plivohook("messages", "--database", "sqlite:///typo.db", cwd=tmp_path)
+    one_line_refusal(result, "no SQLite database at", "nothing was created")
+    assert "no messages yet" not in result.stdout
+    assert list(tmp_path.iterdir()) == []

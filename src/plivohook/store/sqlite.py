@@ -473,16 +473,16 @@ class SQLiteStore(Store):
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
-        _make_private(self.path)
         try:
+            _make_private(self.path)
             conn = _connect(self.path)
             _migrate(conn)
             self._reader = _connect(self.path)
             # The loop never waits on a lock: when another process holds the write lock, the
             # batch is handed whole to the commit thread, which may wait (see _flush).
             conn.execute("PRAGMA busy_timeout=0")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open the SQLite database {self.path}: {exc}") from exc
         self._writer_conn = conn
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="plivohook-sqlite-commit")
         # Checkpoints copy the WAL back into the database file. SQLite runs them inside a
@@ -492,8 +492,13 @@ class SQLiteStore(Store):
 
     async def migrate(self) -> list[int]:
         def run() -> list[int]:
-            _make_private(self.path)
-            conn = _connect(self.path)
+            try:
+                _make_private(self.path)
+                conn = _connect(self.path)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreUnavailable(
+                    f"cannot open the SQLite database {self.path}: {exc}"
+                ) from exc
             try:
                 return _migrate(conn)
             finally:
