@@ -147,7 +147,14 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="PLIVOHOOK_HOST")
-@click.option("--port", default=8080, show_default=True, type=int, envvar="PLIVOHOOK_PORT")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    # 0 would make the kernel choose a port that the ready line cannot name.
+    type=click.IntRange(1, 65535),
+    envvar="PLIVOHOOK_PORT",
+)
 @click.option(
     "--database",
     default="sqlite:///plivohook.db",

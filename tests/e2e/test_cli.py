@@ -179,3 +179,26 @@ def test_messages_refuses_a_database_that_does_not_exist(tmp_path):
     one_line_refusal(result, "no SQLite database at", "nothing was created")
     assert "no messages yet" not in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+# -- item 10: ports -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_serve_refuses_a_port_out_of_range(tmp_path, port):
+    result = plivohook(
+        "serve", "--database", "sqlite:///x.db", "--port", port, env={"PLIVO_AUTH_TOKEN": TOKEN},
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--port" in result.stderr and "1<=x<=65535" in result.stderr, result.stderr
+    assert "ready on" not in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_port_from_the_environment_is_checked_too(tmp_path):
+    result = plivohook(
+        "serve", "--database", "sqlite:///x.db",
+        env={"PLIVO_AUTH_TOKEN": TOKEN, "PLIVOHOOK_PORT": "70000"}, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2 and "1<=x<=65535" in result.stderr, result.stderr
