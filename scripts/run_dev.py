@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
 import sys
 from pathlib import Path
 
@@ -50,18 +49,23 @@ def main() -> None:
     host = os.environ.get("PLIVOHOOK_HOST", "127.0.0.1")
     port = os.environ.get("PLIVOHOOK_PORT", "8080")
     database = os.environ.get("PLIVOHOOK_DATABASE_URL", "sqlite:///plivohook.db")
+    from plivohook.cli import port_problem
+
+    # Before the banner: a busy port is one line, not a banner and then an error.
+    problem = port_problem(host, int(port)) if port.isdigit() else None
+    if problem:
+        print(f"make run: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     base = f"http://{host}:{port}"
     bin_dir = Path(sys.executable).parent
     print(f"plivohook development server (database: {database})")
     print(f"  auth token (kept in {ENV_FILE}):  {token}")
     print(f"  admin token:                       {admin}")
-    print("Try it from another terminal:")
-    print(
-        f"  {bin_dir}/plivohook send {base}/plivo/message --auth-token {shlex.quote(token)}"
-        " --text 'Hello!'"
-    )
+    print("Try it from another terminal (the tokens go through the environment, not ps):")
+    print(f"  set -a; . ./{ENV_FILE}; set +a")
+    print(f"  {bin_dir}/plivohook send {base}/plivo/message --text 'Hello!'")
     print(f"  {bin_dir}/plivohook messages --database {database}")
-    print(f"  curl -H 'Authorization: Bearer {admin}' {base}/api/messages")
+    print(f'  curl -H "Authorization: Bearer $PLIVOHOOK_ADMIN_TOKEN" {base}/api/messages')
     print(flush=True)
     env = dict(os.environ, PLIVO_AUTH_TOKEN=token, PLIVOHOOK_ADMIN_TOKEN=admin)
     argv = [

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import re
 import secrets
+import socket
 import sys
 import time
 import uuid
@@ -88,6 +90,75 @@ async def _open_checked(store: Any) -> None:
         await store.open()
     except StoreUnavailable as exc:
         raise _database_problem(str(exc)) from None
+
+
+# -- the port: one clear line instead of Errno 98 -----------------------------------------------
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why serve could not listen on host:port (None: it can), found by binding a socket once.
+
+    SO_REUSEADDR as uvicorn sets it, so a port in TIME_WAIT is not reported as busy. Another
+    process may still take the port before uvicorn binds it; then uvicorn's own error remains.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"--host (PLIVOHOOK_HOST): cannot resolve {host!r}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"--port (PLIVOHOOK_PORT): port {port} on {host} is already in use (another "
+                    "plivohook or make run?); stop it or choose another port"
+                )
+            if exc.errno == errno.EACCES:
+                return (
+                    f"--port (PLIVOHOOK_PORT): not allowed to listen on port {port} (ports below "
+                    "1024 need privileges); choose a port from 1024 up"
+                )
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"--host (PLIVOHOOK_HOST): {host} is not an address of this machine"
+            return f"--host/--port: cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
+def signed_urls_lines(settings: Settings, host: str, port: int) -> list[str]:
+    """What serve says at start about the URL each signature is checked against.
+
+    A wrong URL refuses every real message with 403, and the operator's first question is which
+    URL the server expected: say it before the first request rather than after the first refusal.
+    """
+    if settings.insecure_skip_verify:
+        return ["signatures are not checked (--insecure-skip-verify)"]
+    if settings.public_url:
+        lines = [
+            f"signatures are checked against {settings.public_url}/plivo/message and "
+            f"{settings.public_url}/plivo/status (plus the request's query string), "
+            "from --public-url"
+        ]
+        if settings.trust_forwarded_headers:
+            lines.append(
+                "WARNING: --trust-forwarded-headers is ignored: --public-url alone decides the "
+                "URL signatures are checked against; give one of them"
+            )
+        return lines
+    source = (
+        "X-Forwarded-Proto/X-Forwarded-Host (or Host)"
+        if settings.trust_forwarded_headers
+        else "the Host header"
+    )
+    shown = f"[{host}]" if ":" in host else host
+    return [
+        f"signatures are checked against <scheme>://<host>/plivo/message and /plivo/status, the "
+        f"host taken from each request's {source} (called directly: "
+        f"http://{shown}:{port}/plivo/message); behind a tunnel or proxy give --public-url, "
+        "the URL Plivo calls"
+    ]
 
 
 # -- tokens: from the environment or a file, a flag only with a warning -------------------------
@@ -287,6 +358,10 @@ def serve(
         raise click.UsageError(str(exc)) from None
     from .server import run
 
+    problem = port_problem(host, port)
+    if problem:
+        raise SetupError(problem)
+
     async def preflight() -> None:
         # Open (and migrate) once before uvicorn starts: a wrong URL, PostgreSQL down or a
         # missing database is one line here, not a lifespan traceback per worker.
@@ -306,6 +381,8 @@ def serve(
             fg="red",
             err=True,
         )
+    for line in signed_urls_lines(settings, host, port):
+        click.secho(line, fg="yellow" if line.startswith("WARNING") else None, err=True)
     run(settings, host=host, port=port, workers=workers, log_level=log_level)
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -202,3 +206,78 @@ def test_a_port_from_the_environment_is_checked_too(tmp_path):
         env={"PLIVO_AUTH_TOKEN": TOKEN, "PLIVOHOOK_PORT": "70000"}, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 2 and "1<=x<=65535" in result.stderr, result.stderr
+
+
+# -- item 13: from make run to real Plivo ---------------------------------------------------------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_a_busy_port_is_one_line_not_errno_98(tmp_path, busy_port):
+    result = plivohook(
+        "serve", "--database", "sqlite:///x.db", "--port", str(busy_port),
+        env={"PLIVO_AUTH_TOKEN": TOKEN}, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"Error: --port (PLIVOHOOK_PORT): port {busy_port} on 127.0.0.1 is already in use "
+        "(another plivohook or make run?); stop it or choose another port"
+    ]
+    assert "Errno" not in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before the database was created
+
+
+def test_make_run_on_a_busy_port_says_so_before_its_banner(tmp_path, busy_port):
+    script = Path(__file__).resolve().parents[2] / "scripts" / "run_dev.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO", "PLIVOHOOK"))}
+    old = os.umask(0o022)
+    try:
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env=dict(env, PLIVOHOOK_PORT=str(busy_port)),
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"make run: --port (PLIVOHOOK_PORT): port {busy_port} on 127.0.0.1 is already in use "
+        "(another plivohook or make run?); stop it or choose another port"
+    ]
+    env_file = tmp_path / ".plivohook-dev.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+
+def test_start_up_names_the_urls_signatures_are_checked_against(server_factory, tmp_path):
+    direct = server_factory(f"sqlite:///{tmp_path}/a.db").start()
+    said = "\n".join(direct.lines)
+    assert "signatures are checked against" in said and "Host header" in said
+    assert f"http://127.0.0.1:{direct.port}/plivo/message" in said
+    assert "--public-url" in said
+    public = server_factory(
+        f"sqlite:///{tmp_path}/b.db", "--public-url", "https://hooks.example.com/"
+    ).start()
+    said = "\n".join(public.lines)
+    assert (
+        "signatures are checked against https://hooks.example.com/plivo/message and "
+        "https://hooks.example.com/plivo/status"
+    ) in said
+    assert "--trust-forwarded-headers is ignored" not in said
+
+
+def test_public_url_with_trust_forwarded_headers_warns(server_factory, tmp_path):
+    server = server_factory(
+        f"sqlite:///{tmp_path}/c.db",
+        "--public-url", "https://hooks.example.com", "--trust-forwarded-headers",
+    ).start()  # fmt: skip
+    assert any(
+        line.startswith("WARNING: --trust-forwarded-headers is ignored: --public-url")
+        for line in server.lines
+    ), server.lines
