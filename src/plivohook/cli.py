@@ -269,7 +269,14 @@ def main() -> None:
 )
 @_token_file_option("--admin-token-file", "PLIVOHOOK_ADMIN_TOKEN_FILE", "the admin token")
 @click.option("--auto-reply", envvar="PLIVOHOOK_AUTO_REPLY", help="Text sent back to every sender.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="PLIVOHOOK_WORKERS",
+    help="Worker processes (they share the database).",
+)
 @click.option(
     "--nonce-retention",
     default=7 * 24 * 3600,
@@ -297,6 +304,7 @@ def main() -> None:
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    envvar="PLIVOHOOK_LOG_LEVEL",
 )
 @click.pass_context
 def serve(
@@ -447,13 +455,21 @@ def signed_request(
     token: str,
     schemes: tuple[str, ...],
     method: str = "POST",
+    sign_url: str | None = None,
 ) -> tuple[str, dict[str, str], bytes | None]:
-    """The URL, headers and body Plivo would send for these params."""
+    """The URL, headers and body Plivo would send for these params.
+
+    ``sign_url``: sign for this URL (the one Plivo would call, a server's --public-url) while the
+    request goes to ``url``; by default the two are the same.
+    """
     from urllib.parse import urlencode
 
     headers: dict[str, str] = {}
+    signed_url = sign_url or url
     if method == "GET":
-        url = url + ("&" if "?" in url else "?") + urlencode(params)
+        query = urlencode(params)
+        url = url + ("&" if "?" in url else "?") + query
+        signed_url = signed_url + ("&" if "?" in signed_url else "?") + query
         body = None
         signed_params: list[tuple[str, str]] = []
     else:
@@ -465,11 +481,11 @@ def signed_request(
         if scheme in ("v2", "ma-v2"):
             headers["X-Plivo-Signature-V2-Nonce"] = v2_nonce
             name = "X-Plivo-Signature-V2" if scheme == "v2" else "X-Plivo-Signature-Ma-V2"
-            headers[name] = signature.sign_v2(url, v2_nonce, token)
+            headers[name] = signature.sign_v2(signed_url, v2_nonce, token)
         else:
             headers["X-Plivo-Signature-V3-Nonce"] = v3_nonce
             name = "X-Plivo-Signature-V3" if scheme == "v3" else "X-Plivo-Signature-Ma-V3"
-            headers[name] = signature.sign_v3(method, url, signed_params, v3_nonce, token)
+            headers[name] = signature.sign_v3(method, signed_url, signed_params, v3_nonce, token)
     return url, headers, body
 
 
@@ -495,6 +511,10 @@ def signed_request(
 @click.option("--method", default="POST", type=click.Choice(["POST", "GET"]), show_default=True)
 @click.option("--status", "status", help="Send a delivery report with this Status instead.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--sign-url",
+    help="Sign for this URL (e.g. a server's --public-url) while posting to URL.  [default: URL]",
+)
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -511,11 +531,14 @@ def send(
     method: str,
     status: str | None,
     timeout: float,
+    sign_url: str | None,
 ) -> None:
     """Send inbound messages to URL signed exactly as Plivo does (no Plivo account needed).
 
     URL is the full webhook URL, e.g. http://127.0.0.1:8080/plivo/message.
     """
+    if sign_url is not None and not signature.base_url_variants(sign_url):
+        raise click.BadParameter(f"{sign_url!r} is not a valid URL", param_hint="--sign-url")
     import httpx
     from rich.progress import Progress
 
@@ -540,6 +563,13 @@ def send(
 
     codes: Counter[str] = Counter()
     bodies: list[str] = []
+    failures: dict[str, str] = {}
+
+    def _reason(exc: Exception) -> str:
+        # httpx's text for a refused connection may be "[Errno 111] Connection refused", "All
+        # connection attempts failed", or (through anyio) a bare errno such as "1".
+        text = str(exc).strip()
+        return text if text and not text.isdigit() else type(exc).__name__
 
     async def run() -> None:
         limit = asyncio.Semaphore(concurrency)
@@ -550,7 +580,7 @@ def send(
                 async def one(index: int) -> None:
                     async with limit:
                         full_url, headers, body = signed_request(
-                            url, params_for(index), token, schemes, method
+                            url, params_for(index), token, schemes, method, sign_url
                         )
                         try:
                             response = await client.request(
@@ -559,8 +589,14 @@ def send(
                             codes[str(response.status_code)] += 1
                             if count == 1:
                                 bodies.append(response.text)
+                        except httpx.ConnectError as exc:
+                            codes["not reachable"] += 1
+                            failures.setdefault("not reachable", _reason(exc))
+                        except httpx.TimeoutException:
+                            codes["timed out"] += 1
                         except httpx.HTTPError as exc:
                             codes[type(exc).__name__] += 1
+                            failures.setdefault(type(exc).__name__, _reason(exc))
                         progress.advance(task)
 
                 await asyncio.gather(*(one(i) for i in range(count)))
@@ -572,6 +608,14 @@ def send(
         click.echo(printable(bodies[0].rstrip(), multiline=True))
     summary = ", ".join(f"{code}: {n}" for code, n in sorted(codes.items()))
     click.echo(f"sent {count} in {elapsed:.2f}s ({count / elapsed:.0f}/s) -- {summary}")
+    if "not reachable" in codes:
+        click.echo(
+            f"the server is not reachable at {url} ({failures['not reachable']}); is plivohook "
+            "serve running there?",
+            err=True,
+        )
+    if "timed out" in codes:
+        click.echo(f"no answer from {url} within {timeout:g} s (--timeout)", err=True)
     if any(not code.startswith("2") for code in codes):
         sys.exit(1)
 
@@ -669,16 +713,20 @@ def _pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 _URL = click.argument("url")
-_METHOD = click.option("--method", default="POST", type=click.Choice(["POST", "GET"]))
+_METHOD = click.option(
+    "--method", default="POST", show_default=True, type=click.Choice(["POST", "GET"])
+)
 _PARAM = click.option("--param", "-p", "params", multiple=True, help="A form field KEY=VALUE.")
-_VERSION = click.option("--version", "version", default="v3", type=click.Choice(["v2", "v3"]))
+_VERSION = click.option(
+    "--version", "version", default="v3", show_default=True, type=click.Choice(["v2", "v3"])
+)
 
 
 @main.command()
 @_URL
 @click.option("--auth-token", envvar="PLIVO_AUTH_TOKEN", show_envvar=True)
 @_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the token to sign with")
-@click.option("--nonce", help="Default: a new random one.")
+@click.option("--nonce", show_default="a new random one", help="The nonce header's value.")
 @_METHOD
 @_PARAM
 @_VERSION
@@ -745,13 +793,14 @@ def verify(
     pairs = _pairs(params)
     if not signature.base_url_variants(url):
         raise click.BadParameter(f"{url!r} is not a valid URL", param_hint="URL")
-    for name, base, query in signature.base_url_variants(url):
-        variant_url = base + ("?" + query if query else "")
-        if version == "v2":
-            tried = signature.string_to_sign_v2(variant_url, nonce)
-        else:
-            tried = signature.string_to_sign_v3(method, variant_url, pairs, nonce)
-        click.echo(f"tried ({name}): {tried}")
+    tried = signature.strings_to_sign(version, method, url, pairs, nonce)  # type: ignore[arg-type]
+    plural = "s" if len(tried) != 1 else ""
+    click.echo(
+        f"tried {len(tried)} string{plural} (one per form of the URL), each with "
+        f"{len(tokens)} token{'s' if len(tokens) != 1 else ''}:"
+    )
+    for name, text in tried:
+        click.echo(f"  ({name}) {printable(text)}")
     if version == "v2":
         result = signature.verify_v2(url, nonce, signature_value, tokens)
     else:
@@ -768,3 +817,10 @@ def verify(
         "trailing slash); behind a proxy use serve --public-url."
     )
     sys.exit(1)
+
+
+# Every option that reads the environment says which variable in --help.
+for _command in main.commands.values():
+    for _param in _command.params:
+        if isinstance(_param, click.Option) and _param.envvar:
+            _param.show_envvar = True

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 
@@ -281,3 +282,110 @@ def test_public_url_with_trust_forwarded_headers_warns(server_factory, tmp_path)
         line.startswith("WARNING: --trust-forwarded-headers is ignored: --public-url")
         for line in server.lines
     ), server.lines
+
+
+# -- item 14: send, --help, verify, --workers ------------------------------------------------------
+
+
+def test_send_to_no_server_says_it_is_not_reachable():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/plivo/message"
+    result = plivohook("send", url, env={"PLIVO_AUTH_TOKEN": TOKEN})
+    assert result.returncode == 1
+    assert f"the server is not reachable at {url}" in result.stderr, result.stderr
+    assert "ConnectError" not in result.stdout + result.stderr
+    assert "not reachable: 1" in result.stdout
+
+
+def test_send_signs_for_the_public_url_while_posting_locally(server_factory, tmp_path):
+    server = server_factory(
+        f"sqlite:///{tmp_path}/p.db", "--public-url", "https://hooks.example.com"
+    ).start()
+    local = server.url + "/plivo/message"
+    public = "https://hooks.example.com/plivo/message"
+    env = {"PLIVO_AUTH_TOKEN": TOKEN}
+    refused = plivohook("send", local, env=env)
+    assert refused.returncode == 1 and "403: 1" in refused.stdout
+    for method in ("POST", "GET"):
+        signed = plivohook("send", local, "--sign-url", public, "--method", method, env=env)
+        assert signed.returncode == 0 and "200: 1" in signed.stdout, signed.stdout + signed.stderr
+
+
+def test_serve_help_names_the_environment_variable_of_every_option():
+    from plivohook.cli import serve
+
+    result = plivohook("serve", "--help")
+    assert result.returncode == 0
+    help_text = " ".join(result.stdout.split())  # undo the wrapping
+    options = [p for p in serve.params if isinstance(p, click.Option) and p.name != "help"]
+    assert len(options) >= 15
+    for option in options:
+        assert option.envvar, f"{option.opts[0]} reads no environment variable"
+        assert f"env var: {option.envvar}" in help_text, option.envvar
+
+
+@pytest.mark.parametrize("command", ["sign", "verify"])
+def test_sign_and_verify_show_their_defaults(command):
+    result = plivohook(command, "--help")
+    help_text = " ".join(result.stdout.split())
+    assert "--method [POST|GET] [default: POST]" in help_text
+    assert "--version [v2|v3] [default: v3]" in help_text
+    assert "env var: PLIVO_AUTH_TOKEN" in help_text
+
+
+def test_verify_prints_every_string_it_tried():
+    from plivohook.protocol import signature
+
+    url = "https://exämple.com/plivo/sms;v=1"
+    nonce = "12345678901234567890"
+    tried = signature.strings_to_sign("v2", "POST", url, [], nonce)
+    assert len(tried) >= 3
+    wrong = "A" * 43 + "="
+    result = plivohook(
+        "verify", url, "--nonce", nonce, "--signature", wrong, "--version", "v2",
+        env={"PLIVO_AUTH_TOKEN": f"{TOKEN},other-token-0123456789"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"tried {len(tried)} strings (one per form of the URL), each with 2 tokens:" in (
+        result.stdout
+    )
+    for name, text in tried:
+        assert f"  ({name}) {text}\n" in result.stdout
+
+
+SLOW_FIRST_WORKER = """
+import os, sys, time
+# The first worker process to get here starts 3 s late: a slow machine, made certain.
+if "--multiprocessing-fork" in sys.argv:
+    try:
+        os.close(os.open(os.path.join(os.path.dirname(__file__), "slow"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        pass
+    else:
+        time.sleep(3)
+"""
+
+
+def test_workers_2_says_ready_only_once_every_worker_has_started(server_factory, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_FIRST_WORKER)
+    database = tmp_path / "w.db"
+    server = server_factory(
+        f"sqlite:///{database}", "--workers", "2", env={"PYTHONPATH": str(hook)}
+    ).start(timeout=60)
+    assert (hook / "slow").exists(), "no worker was slowed down"
+    # At the ready line both workers have opened the database (they do during their startup).
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+    workers = [
+        pid
+        for pid in children.split()
+        if b"--multiprocessing-fork" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 2, (children, server.lines)
+    for pid in workers:
+        fds = Path(f"/proc/{pid}/fd")
+        opened = {os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()}
+        assert str(database) in opened, f"worker {pid} has not opened the database yet"
