@@ -148,9 +148,9 @@ def signed_urls_lines(settings: Settings, host: str, port: int) -> list[str]:
             )
         return lines
     source = (
-        "X-Forwarded-Proto/X-Forwarded-Host (or Host)"
+        "X-Forwarded-Proto/X-Forwarded-Host (or Host) headers"
         if settings.trust_forwarded_headers
-        else "the Host header"
+        else "Host header"
     )
     shown = f"[{host}]" if ":" in host else host
     return [
