@@ -800,7 +800,7 @@ def verify(
         f"{len(tokens)} token{'s' if len(tokens) != 1 else ''}:"
     )
     for name, text in tried:
-        click.echo(f"  ({name}) {printable(text)}")
+        click.echo(f"tried ({name}): {printable(text)}")
     if version == "v2":
         result = signature.verify_v2(url, nonce, signature_value, tokens)
     else:

@@ -352,7 +352,7 @@ def test_verify_prints_every_string_it_tried():
         result.stdout
     )
     for name, text in tried:
-        assert f"  ({name}) {text}\n" in result.stdout
+        assert f"tried ({name}): {text}\n" in result.stdout
 
 
 SLOW_FIRST_WORKER = """
