@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +23,18 @@ def _load() -> dict[str, str]:
     return values
 
 
+def save(path: Path, values: dict[str, str]) -> None:
+    """Write the tokens to a file that is 0600 from its first byte.
+
+    Writing then chmod-ing leaves a moment in which another user may open it (and keep the open
+    file after the chmod). An existing file is made 0600 before anything is written to it.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)
+        out.write("".join(f"{key}={value}\n" for key, value in values.items()))
+
+
 def main() -> None:
     saved = _load()
     token = os.environ.get("PLIVO_AUTH_TOKEN") or saved.get("PLIVO_AUTH_TOKEN")
@@ -34,23 +45,27 @@ def main() -> None:
     if not admin:
         admin, made = secrets.token_urlsafe(24), True
     if made:
-        ENV_FILE.write_text(f"PLIVO_AUTH_TOKEN={token}\nPLIVOHOOK_ADMIN_TOKEN={admin}\n")
-        ENV_FILE.chmod(0o600)
+        save(ENV_FILE, {"PLIVO_AUTH_TOKEN": token, "PLIVOHOOK_ADMIN_TOKEN": admin})
     host = os.environ.get("PLIVOHOOK_HOST", "127.0.0.1")
     port = os.environ.get("PLIVOHOOK_PORT", "8080")
     database = os.environ.get("PLIVOHOOK_DATABASE_URL", "sqlite:///plivohook.db")
+    from plivohook.cli import port_problem
+
+    # Before the banner: a busy port is one line, not a banner and then an error.
+    problem = port_problem(host, int(port)) if port.isdigit() else None
+    if problem:
+        print(f"make run: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     base = f"http://{host}:{port}"
     bin_dir = Path(sys.executable).parent
     print(f"plivohook development server (database: {database})")
     print(f"  auth token (kept in {ENV_FILE}):  {token}")
     print(f"  admin token:                       {admin}")
-    print("Try it from another terminal:")
-    print(
-        f"  {bin_dir}/plivohook send {base}/plivo/message --auth-token {shlex.quote(token)}"
-        " --text 'Hello!'"
-    )
+    print("Try it from another terminal (the tokens go through the environment, not ps):")
+    print(f"  set -a; . ./{ENV_FILE}; set +a")
+    print(f"  {bin_dir}/plivohook send {base}/plivo/message --text 'Hello!'")
     print(f"  {bin_dir}/plivohook messages --database {database}")
-    print(f"  curl -H 'Authorization: Bearer {admin}' {base}/api/messages")
+    print(f'  curl -H "Authorization: Bearer $PLIVOHOOK_ADMIN_TOKEN" {base}/api/messages')
     print(flush=True)
     env = dict(os.environ, PLIVO_AUTH_TOKEN=token, PLIVOHOOK_ADMIN_TOKEN=admin)
     argv = [

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import re
+import socket
 import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from .config import ConfigError, Settings, click_options, setting_fields, split_tokens
 from .protocol import signature
@@ -23,6 +26,188 @@ from .protocol.simulator import (
     signed_request,
     status_params,
 )
+
+# C0 and C1 controls (ESC, BEL, CSI...) and DEL: stored text comes from anyone who can send an
+# SMS, and a raw escape sequence would retitle, recolour or hyperlink the operator's terminal.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROLS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: object, *, multiline: bool = False) -> str:
+    """Stored data made safe for a terminal: control characters become U+FFFD.
+
+    ``multiline`` keeps newlines and tabs (a message's text, a response body), which move the
+    cursor forward only; a carriage return could overwrite what was printed, so it goes too.
+    """
+    text = "" if value is None else str(value)
+    return (_CONTROLS_BUT_LINES if multiline else _CONTROLS).sub("\ufffd", text)
+
+
+# -- the database: one clear line instead of a traceback -------------------------------------------
+
+
+class SetupError(click.ClickException):
+    """A setting the command cannot work with: one line on stderr, exit 2 (as a usage error)."""
+
+    exit_code = 2
+
+
+def _database_problem(message: str) -> SetupError:
+    return SetupError(f"--database (PLIVOHOOK_DATABASE_URL): {message}")
+
+
+def checked_store(
+    database: str, *, must_exist: bool = False, folder_must_exist: bool = False, **options: Any
+) -> Any:
+    """The store for --database, or SetupError when the URL (or the SQLite file) is wrong.
+
+    ``must_exist``: a command that only reads must not create an empty database for a typo.
+    ``folder_must_exist``: only serve creates folders (0700); migrate on a typo'd folder refuses.
+    """
+    from .store import DatabaseURLError, open_store
+
+    try:
+        store = open_store(database, **options)
+    except DatabaseURLError as exc:
+        raise _database_problem(str(exc)) from None
+    path = getattr(store, "path", None)
+    if path and path != ":memory:":
+        file = Path(path)
+        if must_exist and not file.is_file():
+            raise _database_problem(
+                f"there is no SQLite database at {path} (nothing was created); check the path, "
+                "or start serve once to create it"
+            )
+        if folder_must_exist and not file.absolute().parent.is_dir():
+            raise _database_problem(
+                f"the folder {file.absolute().parent} does not exist; create it, or let serve "
+                "create it"
+            )
+    return store
+
+
+async def _open_checked(store: Any) -> None:
+    from .store import StoreUnavailable
+
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        raise _database_problem(str(exc)) from None
+
+
+# -- the port: one clear line instead of Errno 98 -----------------------------------------------
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why serve could not listen on host:port (None: it can), found by binding a socket once.
+
+    SO_REUSEADDR as uvicorn sets it, so a port in TIME_WAIT is not reported as busy. Another
+    process may still take the port before uvicorn binds it; then uvicorn's own error remains.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"--host (PLIVOHOOK_HOST): cannot resolve {host!r}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"--port (PLIVOHOOK_PORT): port {port} on {host} is already in use (another "
+                    "plivohook or make run?); stop it or choose another port"
+                )
+            if exc.errno == errno.EACCES:
+                return (
+                    f"--port (PLIVOHOOK_PORT): not allowed to listen on port {port} (ports below "
+                    "1024 need privileges); choose a port from 1024 up"
+                )
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"--host (PLIVOHOOK_HOST): {host} is not an address of this machine"
+            return f"--host/--port: cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
+def signed_urls_lines(settings: Settings, host: str, port: int) -> list[str]:
+    """What serve says at start about the URL each signature is checked against.
+
+    A wrong URL refuses every real message with 403, and the operator's first question is which
+    URL the server expected: say it before the first request rather than after the first refusal.
+    """
+    if settings.insecure_skip_verify:
+        return ["signatures are not checked (--insecure-skip-verify)"]
+    if settings.public_url:
+        lines = [
+            f"signatures are checked against {settings.public_url}/plivo/message and "
+            f"{settings.public_url}/plivo/status (plus the request's query string), "
+            "from --public-url"
+        ]
+        if settings.trust_forwarded_headers:
+            lines.append(
+                "WARNING: --trust-forwarded-headers is ignored: --public-url alone decides the "
+                "URL signatures are checked against; give one of them"
+            )
+        return lines
+    source = (
+        "X-Forwarded-Proto/X-Forwarded-Host (or Host) headers"
+        if settings.trust_forwarded_headers
+        else "Host header"
+    )
+    shown = f"[{host}]" if ":" in host else host
+    return [
+        f"signatures are checked against <scheme>://<host>/plivo/message and /plivo/status, the "
+        f"host taken from each request's {source} (called directly: "
+        f"http://{shown}:{port}/plivo/message); behind a tunnel or proxy give --public-url, "
+        "the URL Plivo calls"
+    ]
+
+
+# -- tokens: from the environment or a file, a flag only with a warning -------------------------
+
+
+def _token_file_option(name: str, envvar: str, what: str):  # type: ignore[no-untyped-def]
+    return click.option(
+        name,
+        type=click.Path(exists=True, dir_okay=False, readable=True),
+        envvar=envvar,
+        show_envvar=True,
+        help=f"Read {what} from this file (one per line or comma-separated).",
+    )
+
+
+def read_token_file(path: str | None, option: str) -> tuple[str, ...]:
+    """The tokens in a file: one per line (or comma-separated), blank lines skipped."""
+    if not path:
+        return ()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=option) from None
+    tokens = split_tokens(lines)
+    if not tokens:
+        raise click.BadParameter(f"{path} holds no token", param_hint=option)
+    return tokens
+
+
+def warn_tokens_on_command_line(ctx: click.Context, *flags: tuple[str, str, str]) -> None:
+    """Warn for each (parameter, flag, environment variable) whose token came as a flag.
+
+    Every user of the machine can read another's command line (ps, /proc/PID/cmdline), not its
+    environment or its 0600 files. The warning names the flag, never the value.
+    """
+    from click.core import ParameterSource
+
+    for param, flag, envvar in flags:
+        if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
+            click.secho(
+                f"WARNING: {flag} on the command line is visible to every user in the process "
+                f"list (ps); set {envvar} or use {flag}-file instead.",
+                fg="yellow",
+                err=True,
+            )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,33 +224,49 @@ def main() -> None:
 def serve(**options: Any) -> None:
     """Run the receiver: point Plivo's message_url at /plivo/message, callbacks at /plivo/status.
 
-    Every option can also be set by its environment variable (shown with each option).
+    Every option can also be set by its environment variable (shown with each option); tokens
+    are best given that way or in a file, not as flags (visible to every user in `ps`).
     """
+    warn_tokens_on_command_line(
+        click.get_current_context(),
+        *(
+            (f.name, spec.flag or "", spec.env)
+            for f, spec in setting_fields()
+            if spec.secret and spec.flag
+        ),
+    )
     try:
         settings = Settings.from_options(options).validated()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from .server import run
 
+    problem = port_problem(settings.host, settings.port)
+    if problem:
+        raise SetupError(problem)
+
+    async def preflight() -> None:
+        # Open (and migrate) once before uvicorn starts: a wrong URL, PostgreSQL down or a
+        # missing database is one line here, not a lifespan traceback per worker.
+        store = checked_store(
+            settings.database_url, pool_max=settings.pool_size, timeout=settings.write_timeout
+        )
+        await _open_checked(store)
+        await store.close()
+
+    asyncio.run(preflight())
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    context = click.get_current_context()
-    for f, spec in setting_fields():
-        if spec.secret and context.get_parameter_source(f.name) is ParameterSource.COMMANDLINE:
-            click.secho(
-                f"WARNING: {spec.flag} on the command line is visible to every user in the "
-                f"process list; set {spec.env} or use {spec.file_flag} instead.",
-                fg="yellow",
-                err=True,
-            )
     if settings.insecure_skip_verify:
         click.secho(
             "WARNING: --insecure-skip-verify: signatures are not checked; anyone can post.",
             fg="red",
             err=True,
         )
+    for line in signed_urls_lines(settings, settings.host, settings.port):
+        click.secho(line, fg="yellow" if line.startswith("WARNING") else None, err=True)
     run(settings)
 
 
@@ -76,11 +277,14 @@ def serve(**options: Any) -> None:
 @click.option("--database", default="sqlite:///plivohook.db", envvar="PLIVOHOOK_DATABASE_URL")
 def migrate(database: str) -> None:
     """Apply pending schema migrations (serve also does this at start)."""
-    from .store import open_store
+    from .store import StoreUnavailable
 
     async def go() -> list[int]:
-        store = open_store(database)
-        return await store.migrate()  # type: ignore[attr-defined,no-any-return]
+        store = checked_store(database, folder_must_exist=True)
+        try:
+            return await store.migrate()  # type: ignore[no-any-return]
+        except StoreUnavailable as exc:
+            raise _database_problem(str(exc)) from None
 
     applied = asyncio.run(go())
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
@@ -89,9 +293,22 @@ def migrate(database: str) -> None:
 # -- send: simulate Plivo -----------------------------------------------------------------------
 
 
+def _signing_token(ctx: click.Context, auth_token: str | None, auth_token_file: str | None) -> str:
+    warn_tokens_on_command_line(ctx, ("auth_token", "--auth-token", "PLIVO_AUTH_TOKEN"))
+    tokens = split_tokens(auth_token) or read_token_file(auth_token_file, "--auth-token-file")
+    if not tokens:
+        raise click.UsageError(
+            "no auth token to sign with: set PLIVO_AUTH_TOKEN, or give --auth-token-file"
+        )
+    return tokens[0]
+
+
 @main.command()
 @click.argument("url")
-@click.option("--auth-token", required=True, envvar="PLIVO_AUTH_TOKEN", help="Token to sign with.")
+@click.option(
+    "--auth-token", envvar="PLIVO_AUTH_TOKEN", show_envvar=True, help="Token to sign with."
+)
+@_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the token to sign with")
 @click.option("--from", "from_", default="14155550100", show_default=True)
 @click.option("--to", default="14155550199", show_default=True)
 @click.option("--text", default="Hello from plivohook send", show_default=True)
@@ -108,9 +325,16 @@ def migrate(database: str) -> None:
 @click.option("--method", default="POST", type=click.Choice(["POST", "GET"]), show_default=True)
 @click.option("--status", "status", help="Send a delivery report with this Status instead.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--sign-url",
+    help="Sign for this URL (e.g. a server's --public-url) while posting to URL.  [default: URL]",
+)
+@click.pass_context
 def send(
+    ctx: click.Context,
     url: str,
-    auth_token: str,
+    auth_token: str | None,
+    auth_token_file: str | None,
     from_: str,
     to: str,
     text: str,
@@ -121,18 +345,19 @@ def send(
     method: str,
     status: str | None,
     timeout: float,
+    sign_url: str | None,
 ) -> None:
     """Send inbound messages to URL signed exactly as Plivo does (no Plivo account needed).
 
     URL is the full webhook URL, e.g. http://127.0.0.1:8080/plivo/message.
     """
+    if sign_url is not None and not signature.base_url_variants(sign_url):
+        raise click.BadParameter(f"{sign_url!r} is not a valid URL", param_hint="--sign-url")
     import httpx
     from rich.progress import Progress
 
     schemes = schemes or ("v2", "v3")
-    token = split_tokens(auth_token)[0] if split_tokens(auth_token) else ""
-    if not token:
-        raise click.UsageError("--auth-token is empty")
+    token = _signing_token(ctx, auth_token, auth_token_file)
 
     def params_for(index: int) -> list[tuple[str, str]]:
         uid = message_uuid or str(uuid.uuid1())  # time-based, as Plivo's are
@@ -142,6 +367,13 @@ def send(
 
     codes: Counter[str] = Counter()
     bodies: list[str] = []
+    failures: dict[str, str] = {}
+
+    def _reason(exc: Exception) -> str:
+        # httpx's text for a refused connection may be "[Errno 111] Connection refused", "All
+        # connection attempts failed", or (through anyio) a bare errno such as "1".
+        text = str(exc).strip()
+        return text if text and not text.isdigit() else type(exc).__name__
 
     async def run() -> None:
         limit = asyncio.Semaphore(concurrency)
@@ -152,7 +384,7 @@ def send(
                 async def one(index: int) -> None:
                     async with limit:
                         full_url, headers, body = signed_request(
-                            url, params_for(index), token, schemes, method
+                            url, params_for(index), token, schemes, method, sign_url=sign_url
                         )
                         try:
                             response = await client.request(
@@ -161,8 +393,14 @@ def send(
                             codes[str(response.status_code)] += 1
                             if count == 1:
                                 bodies.append(response.text)
+                        except httpx.ConnectError as exc:
+                            codes["not reachable"] += 1
+                            failures.setdefault("not reachable", _reason(exc))
+                        except httpx.TimeoutException:
+                            codes["timed out"] += 1
                         except httpx.HTTPError as exc:
                             codes[type(exc).__name__] += 1
+                            failures.setdefault(type(exc).__name__, _reason(exc))
                         progress.advance(task)
 
                 await asyncio.gather(*(one(i) for i in range(count)))
@@ -171,9 +409,17 @@ def send(
     asyncio.run(run())
     elapsed = time.perf_counter() - started
     if bodies:
-        click.echo(bodies[0].rstrip())
+        click.echo(printable(bodies[0].rstrip(), multiline=True))
     summary = ", ".join(f"{code}: {n}" for code, n in sorted(codes.items()))
     click.echo(f"sent {count} in {elapsed:.2f}s ({count / elapsed:.0f}/s) -- {summary}")
+    if "not reachable" in codes:
+        click.echo(
+            f"the server is not reachable at {url} ({failures['not reachable']}); is plivohook "
+            "serve running there?",
+            err=True,
+        )
+    if "timed out" in codes:
+        click.echo(f"no answer from {url} within {timeout:g} s (--timeout)", err=True)
     if any(not code.startswith("2") for code in codes):
         sys.exit(1)
 
@@ -202,8 +448,8 @@ def messages(
     import orjson
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from .store import StoreUnavailable, open_store
     from .web.api import message_json as _message_view
     from .web.asgi import rfc3339 as _rfc3339
 
@@ -222,24 +468,22 @@ def messages(
         for column in ("received", "from", "to", "type", "text", "reply status"):
             table.add_column(column)
         for message in batch:
+            # Text, not markup: "[/bold]" or "[link=...]" in a message is shown as written.
             table.add_row(
-                _rfc3339(message["received_at"])[:19].replace("T", " "),
-                message["from"],
-                message["to"],
-                message["type"],
-                message["text"],
-                message["status"] or "",
+                Text(_rfc3339(message["received_at"])[:19].replace("T", " ")),
+                Text(printable(message["from"])),
+                Text(printable(message["to"])),
+                Text(printable(message["type"])),
+                Text(printable(message["text"], multiline=True)),
+                Text(printable(message["status"] or "")),
             )
         console.print(table)
 
     seen: set[str] = set()
 
     async def go() -> None:
-        store = open_store(database)
-        try:
-            await store.open()
-        except StoreUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
+        store = checked_store(database, must_exist=True)
+        await _open_checked(store)
         try:
             while True:
                 page = await store.list_messages(
@@ -274,27 +518,36 @@ def _pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 _URL = click.argument("url")
-_METHOD = click.option("--method", default="POST", type=click.Choice(["POST", "GET"]))
+_METHOD = click.option(
+    "--method", default="POST", show_default=True, type=click.Choice(["POST", "GET"])
+)
 _PARAM = click.option("--param", "-p", "params", multiple=True, help="A form field KEY=VALUE.")
-_VERSION = click.option("--version", "version", default="v3", type=click.Choice(["v2", "v3"]))
+_VERSION = click.option(
+    "--version", "version", default="v3", show_default=True, type=click.Choice(["v2", "v3"])
+)
 
 
 @main.command()
 @_URL
-@click.option("--auth-token", required=True, envvar="PLIVO_AUTH_TOKEN")
-@click.option("--nonce", help="Default: a new random one.")
+@click.option("--auth-token", envvar="PLIVO_AUTH_TOKEN", show_envvar=True)
+@_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the token to sign with")
+@click.option("--nonce", show_default="a new random one", help="The nonce header's value.")
 @_METHOD
 @_PARAM
 @_VERSION
+@click.pass_context
 def sign(
+    ctx: click.Context,
     url: str,
-    auth_token: str,
+    auth_token: str | None,
+    auth_token_file: str | None,
     nonce: str | None,
     method: str,
     params: tuple[str, ...],
     version: str,
 ) -> None:
     """Show the exact string Plivo signs for a request, and the signature header."""
+    auth_token = _signing_token(ctx, auth_token, auth_token_file)
     nonce = nonce or new_nonce()
     pairs = _pairs(params)
     if not signature.base_url_variants(url):
@@ -315,16 +568,20 @@ def sign(
 @main.command()
 @_URL
 @click.option(
-    "--auth-token", "auth_tokens", required=True, multiple=True, envvar="PLIVO_AUTH_TOKEN"
+    "--auth-token", "auth_tokens", multiple=True, envvar="PLIVO_AUTH_TOKEN", show_envvar=True
 )
+@_token_file_option("--auth-token-file", "PLIVO_AUTH_TOKEN_FILE", "the token(s) to try")
 @click.option("--nonce", required=True)
 @click.option("--signature", "signature_value", required=True, help="The header's value.")
 @_METHOD
 @_PARAM
 @_VERSION
+@click.pass_context
 def verify(
+    ctx: click.Context,
     url: str,
     auth_tokens: tuple[str, ...],
+    auth_token_file: str | None,
     nonce: str,
     signature_value: str,
     method: str,
@@ -332,17 +589,23 @@ def verify(
     version: str,
 ) -> None:
     """Check a signature and show every string tried: finds proxy and URL mismatches."""
-    tokens = split_tokens(list(auth_tokens))
+    warn_tokens_on_command_line(ctx, ("auth_tokens", "--auth-token", "PLIVO_AUTH_TOKEN"))
+    tokens = split_tokens([*auth_tokens, *read_token_file(auth_token_file, "--auth-token-file")])
+    if not tokens:
+        raise click.UsageError(
+            "no auth token to try: set PLIVO_AUTH_TOKEN, or give --auth-token-file"
+        )
     pairs = _pairs(params)
     if not signature.base_url_variants(url):
         raise click.BadParameter(f"{url!r} is not a valid URL", param_hint="URL")
-    for name, base, query in signature.base_url_variants(url):
-        variant_url = base + ("?" + query if query else "")
-        if version == "v2":
-            tried = signature.string_to_sign_v2(variant_url, nonce)
-        else:
-            tried = signature.string_to_sign_v3(method, variant_url, pairs, nonce)
-        click.echo(f"tried ({name}): {tried}")
+    tried = signature.strings_to_sign(version, method, url, pairs, nonce)  # type: ignore[arg-type]
+    plural = "s" if len(tried) != 1 else ""
+    click.echo(
+        f"tried {len(tried)} string{plural} (one per form of the URL), each with "
+        f"{len(tokens)} token{'s' if len(tokens) != 1 else ''}:"
+    )
+    for name, text in tried:
+        click.echo(f"tried ({name}): {printable(text)}")
     if version == "v2":
         result = signature.verify_v2(url, nonce, signature_value, tokens)
     else:
@@ -359,3 +622,10 @@ def verify(
         "trailing slash); behind a proxy use serve --public-url."
     )
     sys.exit(1)
+
+
+# Every option that reads the environment says which variable in --help.
+for _command in main.commands.values():
+    for _param in _command.params:
+        if isinstance(_param, click.Option) and _param.envvar:
+            _param.show_envvar = True

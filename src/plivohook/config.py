@@ -425,11 +425,19 @@ def setting_fields() -> Iterator[tuple[Field[Any], Setting]]:
 
 
 def read_secret_file(path: str, name: str) -> str:
-    """The secret in ``path``: its text, stripped (a trailing newline is not part of a token)."""
+    """The secret(s) in ``path``: one per line or comma-separated, as comma-separated text.
+
+    A trailing newline is not part of a token; a file that holds none is refused.
+    """
     try:
-        return Path(path).read_text("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"{name}: cannot read {path}: {reason}") from None
+    tokens = split_tokens(text.splitlines())
+    if not tokens:
+        raise ConfigError(f"{name}: {path} holds no token")
+    return ",".join(tokens)
 
 
 def _default(f: Field[Any]) -> Any:
@@ -483,7 +491,7 @@ def click_options(command: Callable[..., Any]) -> Callable[..., Any]:
                     f"{f.name}_file",
                     envvar=spec.file_env,
                     show_envvar=True,
-                    type=click.Path(dir_okay=False),
+                    type=click.Path(exists=True, dir_okay=False, readable=True),
                     help=f"Read {spec.flag}'s value from this file.",
                 )
             )

@@ -6,7 +6,9 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -20,6 +22,10 @@ from .config import Settings
 __all__ = ["run"]
 
 log = logging.getLogger("plivohook")
+
+# --workers N: the folder in which each worker leaves a file named after its pid once its
+# application has started (store open, migrations done); the parent says "ready" at N files.
+READY_DIR_ENV = "PLIVOHOOK_READY_DIR"
 
 
 def _ready_line(host: str, port: int, workers: int) -> str:
@@ -229,11 +235,18 @@ def run(settings: Settings) -> None:
         return
     # Worker processes are spawned afresh: they rebuild the settings from the environment.
     os.environ.update(settings.to_env())
+    ready_dir = tempfile.mkdtemp(prefix="plivohook-ready-")  # 0700
+    os.environ[READY_DIR_ENV] = ready_dir
     config = _config(
         "plivohook.server:worker_app", host, port, log_level, factory=True, workers=workers
     )
-    threading.Thread(target=_announce, args=(host, port, line), daemon=True).start()
-    _run_multi(config)
+    threading.Thread(
+        target=_announce, args=(host, port, line, ready_dir, workers), daemon=True
+    ).start()
+    try:
+        _run_multi(config)
+    finally:
+        shutil.rmtree(ready_dir, ignore_errors=True)
 
 
 def worker_app() -> object:
@@ -243,7 +256,25 @@ def worker_app() -> object:
     _tune_runtime()
     app = create_app_from_env()
     GuardedHttpToolsProtocol.max_header_bytes = app.settings.max_header_bytes
+    ready_dir = os.environ.get(READY_DIR_ENV)
+    if ready_dir:
+        startup = app.startup
+
+        async def startup_then_say_so() -> None:
+            await startup()
+            with open(os.path.join(ready_dir, str(os.getpid())), "w"):
+                pass
+
+        app.startup = startup_then_say_so  # type: ignore[method-assign]
     return app
+
+
+def workers_ready(ready_dir: str, workers: int) -> bool:
+    """Whether ``workers`` distinct worker processes have started their application."""
+    try:
+        return len(os.listdir(ready_dir)) >= workers
+    except FileNotFoundError:
+        return False
 
 
 def _run_multi(config: uvicorn.Config) -> None:
@@ -254,11 +285,16 @@ def _run_multi(config: uvicorn.Config) -> None:
     Multiprocess(config, sockets=[sock]).run()
 
 
-def _announce(host: str, port: int, line: str) -> None:
+def _announce(host: str, port: int, line: str, ready_dir: str, workers: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::"):  # noqa: S104 - the address we listen on, not one we bind
         shown = "127.0.0.1"
     deadline = time.monotonic() + 60
+    # One worker answering /healthz is not all of them up: wait for every worker's file first.
+    while not workers_ready(ready_dir, workers):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://{shown}:{port}/healthz", timeout=1):

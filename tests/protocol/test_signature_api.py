@@ -546,3 +546,40 @@ def test_empty_path_params_are_kept():
     url = "https://example.com/plivo/sms;"
     assert signature.string_to_sign_v2(url, NONCE) == url + NONCE
     assert verify_v2(url, NONCE, hmac_b64(b(TOKEN), url + NONCE), TOKEN)
+
+
+# -- strings_to_sign: what a check tries, for tools that show it -----------------------------------
+
+
+def _hmac(token: str, message: str) -> str:
+    digest = hmac.new(token.encode(), message.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return base64.b64encode(digest.digest()).decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        URL,
+        "https://example.com/plivo/sms;v=1?x=2",
+        "https://exämple.com/plivo/sms%C3%A9",
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_strings_to_sign_are_exactly_what_verification_tries(url, method):
+    params = [] if method == "GET" else list(PARAMS.items())
+    v2 = signature.strings_to_sign("v2", method, url, params, NONCE)
+    v3 = signature.strings_to_sign("v3", method, url, params, NONCE)
+    assert v2[0] == ("canonical", signature.string_to_sign_v2(url, NONCE))
+    assert v3[0] == ("canonical", signature.string_to_sign_v3(method, url, params, NONCE))
+    assert [name for name, _ in v2] == [name for name, *_ in signature.base_url_variants(url)]
+    # Each listed string is one that verification accepts a signature of, under that form's name.
+    for name, text in v2:
+        result = verify_v2(url, NONCE, _hmac(TOKEN, text), [TOKEN])
+        assert result and result.variant == name
+    for name, text in v3:
+        result = verify_v3(method, url, params, NONCE, _hmac(TOKEN, text), [TOKEN])
+        assert result and result.variant == name
+
+
+def test_strings_to_sign_of_an_unparsable_url_is_empty():
+    assert signature.strings_to_sign("v2", "POST", "http://[bad/x", [], NONCE) == []

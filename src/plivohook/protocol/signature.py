@@ -38,6 +38,7 @@ __all__ = [
     "sign_v3",
     "string_to_sign_v2",
     "string_to_sign_v3",
+    "strings_to_sign",
     "verify_request",
     "verify_v2",
     "verify_v3",
@@ -285,6 +286,29 @@ def string_to_sign_v3(
     """The exact text that V3 signs: method-dependent URL, sorted params, ``.`` and the nonce."""
     base, query = _base(_text(url), keep_path_params=True)
     return base + _v3_suffix(_method(method), query, params, _text(nonce))
+
+
+def strings_to_sign(
+    version: Literal["v2", "v3"],
+    method: StrOrBytes,
+    url: StrOrBytes,
+    params: Params,
+    nonce: StrOrBytes,
+) -> list[tuple[str, str]]:
+    """Every ``(URL form, string)`` that verify_v2/verify_v3 try for this request, in order.
+
+    Built exactly as they build them (same URL forms, same V3 suffix), so that a tool can show
+    what was compared without a second, drifting copy of the rules. Empty for a URL that cannot
+    be parsed. Pure: no token, no HMAC.
+    """
+    variants = base_url_variants(url)
+    if not variants:
+        return []
+    nonce_text = _text(nonce)
+    if version == "v2":
+        return [(name, _v2_string(base, nonce_text)) for name, base, _ in variants]
+    suffix = _v3_suffix(_method(method), variants[0][2], params, nonce_text)
+    return [(name, base + suffix) for name, base, _query in variants]
 
 
 def _hmac_b64(key: bytes, message: str) -> bytes:

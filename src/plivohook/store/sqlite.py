@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -82,6 +83,28 @@ def _json(value: Any) -> str:
     except TypeError:  # a lone surrogate: not UTF-8
         return orjson.dumps(_clean(value)).decode()
     return orjson.dumps(_clean(value)).decode() if "\\u0000" in text else text
+
+
+def _make_private(path: str) -> None:
+    """Create the database file 0600 (and any missing folder 0700) before SQLite opens it.
+
+    The file holds phone numbers and message texts; under the usual umask SQLite would create it
+    0644. SQLite gives the -wal and -shm files the mode of the database file, so they follow.
+    An existing file keeps the mode its owner chose.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    missing = []
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        # mkdir's mode is filtered by the umask, which only removes bits: 0700 stays 0700.
+        with contextlib.suppress(FileExistsError):  # another worker made it first
+            new.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -384,17 +407,16 @@ class SQLiteStore(SQLReads, Store):
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            _make_private(self.path)
             conn = _connect(self.path)
             _migrate(conn)
             self._reader = _connect(self.path)
             # The loop never waits on a lock: when another process holds the write lock, the
             # batch is handed whole to the commit thread, which may wait (see _flush).
             conn.execute("PRAGMA busy_timeout=0")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open the SQLite database {self.path}: {exc}") from exc
         self._writer_conn = conn
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="plivohook-sqlite-commit")
         # Checkpoints copy the WAL back into the database file. SQLite runs them inside a
@@ -404,7 +426,13 @@ class SQLiteStore(SQLReads, Store):
 
     async def migrate(self) -> list[int]:
         def run() -> list[int]:
-            conn = _connect(self.path)
+            try:
+                _make_private(self.path)
+                conn = _connect(self.path)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreUnavailable(
+                    f"cannot open the SQLite database {self.path}: {exc}"
+                ) from exc
             try:
                 return _migrate(conn)
             finally:
