@@ -1,8 +1,9 @@
 """Plivo's two webhooks, as a bare ASGI callable: the hot path.
 
-Every request flows one way: method and size limits -> signature -> nonce and parse -> commit ->
-answer. Nothing is acknowledged before the store has committed it; a store failure answers 503
-so that Plivo retries, and a retry gets the answer stored the first time.
+Every request flows one way, in named stages (see :class:`Webhooks`): read the request ->
+verify -> parse -> build the write -> commit -> answer. Nothing is acknowledged before the
+store has committed it; a store failure answers 503 so that Plivo retries, and a retry gets the
+answer stored the first time.
 """
 
 from __future__ import annotations
@@ -10,13 +11,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import parse_qsl, quote
 
 from ..config import Settings, host_name, is_host
 from ..protocol import signature
 from ..protocol.form import parse_form
-from ..protocol.params import ParamsError, parse_message, parse_status
+from ..protocol.params import (
+    DeliveryStatus,
+    InboundMessage,
+    ParamsError,
+    parse_message,
+    parse_status,
+)
 from ..protocol.xml import Response as XMLResponse
 from ..protocol.xml import XMLValidationError, reply_to
 from ..store import Store, StoreError, StoreUnavailable
@@ -26,11 +34,21 @@ from ..store.base import (
     Outcome,
     RejectionWrite,
     StatusWrite,
+    WriteOp,
+    WriteResult,
     request_fingerprint,
 )
 from .asgi import Receive, Scope, Send, now, send_response
 
-__all__ = ["WEBHOOK_PATHS", "WebhookError", "Webhooks"]
+__all__ = [
+    "WEBHOOK_PATHS",
+    "Inbound",
+    "ReplyDecider",
+    "Verified",
+    "WebhookError",
+    "Webhooks",
+    "WriteExtension",
+]
 
 log = logging.getLogger("plivohook")
 
@@ -100,8 +118,61 @@ def _failure_code(reason: str | None) -> str:
     return "other"
 
 
+@dataclass(slots=True)
+class Inbound:
+    """Stage 1's result: the request as read, before anything is believed."""
+
+    kind: str  # "message" or "status"
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-cased names, latin-1 values
+    body: bytes
+    params: list[tuple[str, str]]  # every field, in order (body for POST, query for GET)
+    signed_params: list[tuple[str, str]]  # what V3 signs: the body's fields (none for GET)
+
+
+@dataclass(slots=True)
+class Verified:
+    """Stage 2's result: who signed it, and the nonces that guard it against replay."""
+
+    url: str  # the URL the signature was checked against
+    scheme: str  # "v2", "ma-v2", "v3", "ma-v3" or "none"
+    fingerprint: str
+    received_at: datetime
+    claim: NonceClaim | None
+    extra: NonceClaim | None
+
+
+# The plug points (see Webhooks): what to answer an inbound message, and what else a write
+# carries into its transaction (outbox rows, say). Both run before the commit, on the hot path.
+ReplyDecider = Callable[[InboundMessage], "str | None"]
+WriteExtension = Callable[["MessageWrite | StatusWrite"], "MessageWrite | StatusWrite"]
+
+
 class Webhooks:
-    """The two Plivo routes, as a bare ASGI callable: this is the hot path."""
+    """The two Plivo routes, as a bare ASGI callable: this is the hot path.
+
+    A request passes through named stages, each small and typed, in one direction::
+
+        read_request -> verify -> parse -> build_write -> commit -> answer
+        (Inbound)       (Verified) (InboundMessage |   (MessageWrite |  (WriteResult) (bytes)
+                                    DeliveryStatus)     StatusWrite)
+
+    Any stage may raise :class:`WebhookError` (the answer is then that error); a signed request
+    that ``parse`` or the database refuses is kept whole as a rejection before it is refused.
+
+    Two plug points, both in ``build_write`` and both documented here so that features do not
+    grow this class:
+
+    * ``decide_reply`` (a :data:`ReplyDecider`): given the parsed message, the Message XML to
+      answer (or None for ``<Response/>``). It is decided *before* the commit and stored with the
+      message in the same transaction, so that every retry of that MessageUUID gets the same
+      bytes. The default answers ``--auto-reply``; the replies package replaces it.
+    * ``write_extensions`` (:data:`WriteExtension` functions): each may return the write with
+      more in it (``dataclasses.replace``), committed in the same transaction, e.g. the outbox
+      rows that hand the message on. Empty by default: a loop over nothing costs nothing.
+    """
 
     def __init__(self, settings: Settings, store_ref: Callable[[], Store], counters: Counter):
         self.settings = settings
@@ -113,25 +184,16 @@ class Webhooks:
         self.trust_forwarded = settings.trust_forwarded_headers
         self.allowed_hosts = settings.allowed_hosts
         self.max_body = settings.max_body_bytes
+        self.skip_verify = settings.insecure_skip_verify
+        self.decide_reply: ReplyDecider = self.auto_reply
+        self.write_extensions: list[WriteExtension] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         seen = _Seen()
         try:
             status, body, headers = await self.handle(scope, receive, kind, seen)
         except WebhookError as exc:
-            self.counters[f"{kind}_{exc.status}"] += 1
-            self.counters[f"refused_{exc.status}"] += 1
-            if exc.status < 500:  # a 503 is the store's, logged where it happens
-                # Never a token or a signature here: the reason names headers, not values.
-                log.warning(
-                    "refused %s %s: %d %s (signature checked against %s; headers %s)",
-                    scope["method"],
-                    _shown(scope.get("path", "")),
-                    exc.status,
-                    _shown(exc.reason),
-                    _shown(seen.url) if seen.url else "-",
-                    seen.family,
-                )
+            self._refused(scope, kind, exc, seen)
             await send_response(
                 send, exc.status, exc.reason.encode() + b"\n", _TEXT_HEADERS + exc.headers
             )
@@ -148,7 +210,21 @@ class Webhooks:
     async def handle(
         self, scope: Scope, receive: Receive, kind: str, seen: _Seen | None = None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The stages, in order; returns the status, body and headers of the answer."""
         seen = seen or _Seen()
+        request = await self.read_request(scope, receive, kind)
+        seen.family = _family_present(request.headers)
+        verified = self.verify(scope, request, seen)
+        store = self._store()
+        parsed = await self.parse(store, request, verified)
+        op = self.build_write(request, verified, parsed)
+        result = await self.commit(store, request, verified, op)
+        return 200, self.answer(kind, parsed, result), _XML_HEADERS
+
+    # -- the stages ------------------------------------------------------------------------------
+
+    async def read_request(self, scope: Scope, receive: Receive, kind: str) -> Inbound:
+        """Method, Content-Type and size limits; the body; the form's fields."""
         method = scope["method"]
         if method not in ("POST", "GET"):
             raise WebhookError(405, f"method {method} not allowed", [(b"allow", b"GET, POST")])
@@ -156,7 +232,6 @@ class Webhooks:
         for name, value in scope["headers"]:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
-        seen.family = _family_present(headers)
         body = b""
         if method == "POST":
             content_type = headers.get("content-type", "")
@@ -168,51 +243,53 @@ class Webhooks:
         else:
             params = parse_form(query)
             signed_params = []  # GET: Plivo's fields ride in the URL's query, signed there
+        path = scope.get("path", "")
+        return Inbound(kind, method, path, query, headers, body, params, signed_params)
 
-        url = self._url(scope, headers, query)
+    def verify(self, scope: Scope, request: Inbound, seen: _Seen) -> Verified:
+        """The signature against the URL Plivo called; the nonces the verified ones cover."""
+        url = self._url(scope, request.headers, request.query)
         seen.url = url
         families: tuple[str, ...] = ()
-        if self.settings.insecure_skip_verify:
-            scheme_name = "none"
+        if self.skip_verify:
+            scheme = "none"
         else:
             verification = signature.verify_request(
-                method, url, headers, signed_params, self.auth_tokens, self.main_tokens
+                request.method,
+                url,
+                request.headers,
+                request.signed_params,
+                self.auth_tokens,
+                self.main_tokens,
             )
             if not verification:
                 self.counters["signature_failures"] += 1
                 self.counters[f"verification_failure:{_failure_code(verification.reason)}"] += 1
                 raise WebhookError(403, f"signature check failed: {verification.reason}")
-            scheme_name = verification.scheme or "none"
+            scheme = verification.scheme or "none"
             families = verification.families
-        fingerprint = request_fingerprint(kind, query, params)
-        claim, extra = _nonce_claims(headers, families, fingerprint)
-        received_at = now()
-        store = self._store()
+        fingerprint = request_fingerprint(request.kind, request.query, request.params)
+        claim, extra = _nonce_claims(request.headers, families, fingerprint)
+        return Verified(url, scheme, fingerprint, now(), claim, extra)
 
-        def rejection(reason: str, nonce: NonceClaim | None) -> RejectionWrite:
-            return RejectionWrite(
-                method=method,
-                path=scope.get("path", ""),
-                query=query,
-                headers=[(k, v) for k, v in headers.items() if k not in REDACTED_HEADERS],
-                body=body,
-                reason=reason,
-                received_at=received_at,
-                signature_scheme=scheme_name,
-                fingerprint=fingerprint,
-                nonce=nonce,
-                extra_nonce=extra,
-            )
-
+    async def parse(
+        self, store: Store, request: Inbound, verified: Verified
+    ) -> InboundMessage | DeliveryStatus:
+        """Plivo's fields as a typed model; a signed request that is not one is kept, then 400."""
         try:
-            parsed = parse_message(params) if kind == "message" else parse_status(params)
+            if request.kind == "message":
+                return parse_message(request.params)
+            return parse_status(request.params)
         except ParamsError as exc:
-            await self._reject(store, rejection(str(exc), claim))
+            await self._reject(store, _rejection(request, verified, str(exc), verified.claim))
             raise WebhookError(400, f"malformed request: {exc}") from None
 
-        op: Any
-        if kind == "message":
-            reply = self._reply(parsed)
+    def build_write(
+        self, request: Inbound, verified: Verified, parsed: InboundMessage | DeliveryStatus
+    ) -> MessageWrite | StatusWrite:
+        """What to commit: the record, the answer decided now, and what the extensions add."""
+        op: MessageWrite | StatusWrite
+        if isinstance(parsed, InboundMessage):
             op = MessageWrite(
                 message_uuid=parsed.message_uuid,
                 from_number=parsed.from_number,
@@ -220,18 +297,18 @@ class Webhooks:
                 type=parsed.type,
                 text=parsed.text,
                 media=[{"url": m.url, "content_type": m.content_type} for m in parsed.media],
-                params=params,
-                method=method,
-                received_at=received_at,
-                reply=reply,
-                signature_scheme=scheme_name,
-                fingerprint=fingerprint,
-                nonce=claim,
-                extra_nonce=extra,
+                params=request.params,
+                method=request.method,
+                received_at=verified.received_at,
+                reply=self.decide_reply(parsed),  # plug point 1
+                signature_scheme=verified.scheme,
+                fingerprint=verified.fingerprint,
+                nonce=verified.claim,
+                extra_nonce=verified.extra,
             )
         else:
             reply_to_uuid = None
-            for key, value in parse_qsl(query, keep_blank_values=True):
+            for key, value in parse_qsl(request.query, keep_blank_values=True):
                 if key == "reply_to" and value:
                     reply_to_uuid = value
             op = StatusWrite(
@@ -241,28 +318,42 @@ class Webhooks:
                 parent_message_uuid=parsed.parent_message_uuid,
                 error_code=parsed.error_code,
                 reply_to=reply_to_uuid,
-                params=params,
-                method=method,
-                received_at=received_at,
-                signature_scheme=scheme_name,
-                fingerprint=request_fingerprint("status", "", params),
-                nonce=claim,
-                extra_nonce=extra,
+                params=request.params,
+                method=request.method,
+                received_at=verified.received_at,
+                signature_scheme=verified.scheme,
+                fingerprint=request_fingerprint("status", "", request.params),
+                nonce=verified.claim,
+                extra_nonce=verified.extra,
             )
+        for extend in self.write_extensions:  # plug point 2
+            op = extend(op)
+        return op
+
+    async def commit(
+        self, store: Store, request: Inbound, verified: Verified, op: MessageWrite | StatusWrite
+    ) -> WriteResult:
+        """The write, durable before anything is answered; replays refused here."""
         try:
             result = await self._write(store, op)
         except StoreError as exc:
             # The database refused this one request's data (not its health): keep it whole for
             # inspection like any malformed request, rather than answering 500 forever.
-            log.warning("the store refused %s %s: %s", method, scope.get("path"), exc)
+            log.warning("the store refused %s %s: %s", request.method, request.path, exc)
             reason = f"the database refused it: {exc}"
             # The refused write claimed nothing (its transaction rolled back): the rejection
             # claims the nonces, so that a replay of this request is not kept again.
-            await self._reject(store, rejection(reason, claim))
+            await self._reject(store, _rejection(request, verified, reason, verified.claim))
             raise WebhookError(400, reason) from None
         if result.outcome is Outcome.REPLAY:
             self.counters["replays_refused"] += 1
             raise WebhookError(403, "nonce already used by another request")
+        return result
+
+    def answer(
+        self, kind: str, parsed: InboundMessage | DeliveryStatus, result: WriteResult
+    ) -> bytes:
+        """The stored answer (the same bytes on every retry), or ``<Response/>``."""
         if result.outcome is not Outcome.STORED:
             self.counters[f"{kind}_{result.outcome.value}"] += 1
         if result.conflicting:
@@ -272,8 +363,24 @@ class Webhooks:
                 " message's conflicting_duplicates counts it",
                 _shown(parsed.message_uuid),
             )
-        answer = result.reply.encode() if result.reply else EMPTY_RESPONSE
-        return 200, answer, _XML_HEADERS
+        return result.reply.encode() if result.reply else EMPTY_RESPONSE
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _refused(self, scope: Scope, kind: str, exc: WebhookError, seen: _Seen) -> None:
+        self.counters[f"{kind}_{exc.status}"] += 1
+        self.counters[f"refused_{exc.status}"] += 1
+        if exc.status < 500:  # a 503 is the store's, logged where it happens
+            # Never a token or a signature here: the reason names headers, not values.
+            log.warning(
+                "refused %s %s: %d %s (signature checked against %s; headers %s)",
+                scope["method"],
+                _shown(scope.get("path", "")),
+                exc.status,
+                _shown(exc.reason),
+                _shown(seen.url) if seen.url else "-",
+                seen.family,
+            )
 
     async def _reject(self, store: Store, rejection: RejectionWrite) -> None:
         """Keep a signed request that cannot be stored as a message; raises the answer to give."""
@@ -288,7 +395,7 @@ class Webhooks:
         if result.outcome is Outcome.REPLAY:
             raise WebhookError(403, "nonce already used by another request")
 
-    async def _write(self, store: Store, op: Any) -> Any:
+    async def _write(self, store: Store, op: WriteOp) -> WriteResult:
         try:
             # No asyncio.timeout here: every store bounds its own writes (Store.write), with one
             # timer per batch rather than one per request.
@@ -299,7 +406,8 @@ class Webhooks:
                 503, "database unavailable, retry later", [(b"retry-after", b"5")]
             ) from None
 
-    def _reply(self, message: Any) -> str | None:
+    def auto_reply(self, message: InboundMessage) -> str | None:
+        """The default reply decision: ``--auto-reply``'s text to every sender, or nothing."""
         text = self.settings.auto_reply
         if not text:
             return None
@@ -385,6 +493,24 @@ class Webhooks:
         )
 
 
+def _rejection(
+    request: Inbound, verified: Verified, reason: str, nonce: NonceClaim | None
+) -> RejectionWrite:
+    return RejectionWrite(
+        method=request.method,
+        path=request.path,
+        query=request.query,
+        headers=[(k, v) for k, v in request.headers.items() if k not in REDACTED_HEADERS],
+        body=request.body,
+        reason=reason,
+        received_at=verified.received_at,
+        signature_scheme=verified.scheme,
+        fingerprint=verified.fingerprint,
+        nonce=nonce,
+        extra_nonce=verified.extra,
+    )
+
+
 def _nonce_claims(
     headers: dict[str, str], families: tuple[str, ...], fingerprint: str
 ) -> tuple[NonceClaim | None, NonceClaim | None]:
@@ -404,14 +530,3 @@ def _nonce_claims(
     if first is None:
         return second, None
     return first, second
-
-
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
