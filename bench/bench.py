@@ -179,10 +179,10 @@ class ServerSpec:
         return self.database is not None
 
 
-def _plivohook(workers: int) -> Callable[[Target], list[str]]:
+def _plivohook(workers: int, bin_dir: Path = PROJECT_BIN) -> Callable[[Target], list[str]]:
     def command(t: Target) -> list[str]:
         assert t.database is not None
-        cmd = [str(PROJECT_BIN / "plivohook"), "serve", "--host", "127.0.0.1"]
+        cmd = [str(bin_dir / "plivohook"), "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(t.port), "--database", t.database, "--auth-token", t.auth_token]
         return cmd + (["--workers", str(workers)] if workers > 1 else [])
 
@@ -276,6 +276,19 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("noop-granian", "do-nothing ASGI app, granian", SERVER_CPUS, _granian_noop),
     ]
 }
+# BENCH_COMPARE=<git rev> (bench/run.sh builds that revision into a venv of its own): the same
+# rows for that build, measured in the same run, so that a change's cost is read side by side.
+COMPARE_BIN = os.environ.get("BENCH_COMPARE_BIN")
+COMPARE_LABEL = os.environ.get("BENCH_COMPARE_LABEL", "compare")
+if COMPARE_BIN:
+    for _db, _row in (("sqlite", "plivohook-sqlite"), ("postgresql", "plivohook-pg")):
+        SERVERS[f"{_row}@{COMPARE_LABEL}"] = ServerSpec(
+            f"{_row}@{COMPARE_LABEL}",
+            f"{SERVERS[_row].label}, at {COMPARE_LABEL}",
+            SERVER_CPUS,
+            _plivohook(1, Path(COMPARE_BIN)),
+            database=_db,
+        )
 PLIVOHOOK_ROWS = ("plivohook-sqlite", "plivohook-pg")
 BASELINE_ROWS = ("flask-gunicorn", "noop-uvicorn", "noop-granian")
 

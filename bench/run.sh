@@ -40,4 +40,23 @@ if [[ ! -f $stamp ]]; then
   touch "$stamp"
 fi
 
+# BENCH_COMPARE=<git rev>: that revision, built into a venv of its own, is measured beside this
+# checkout in the same run (rows "plivohook-sqlite@<rev>", "plivohook-pg@<rev>").
+if [[ -n ${BENCH_COMPARE:-} ]]; then
+  sha=$(git rev-parse --short=12 "$BENCH_COMPARE^{commit}")
+  compare=bench/.compare/$sha
+  if [[ ! -x $compare/venv/bin/plivohook ]]; then
+    echo "bench: building $BENCH_COMPARE ($sha) into $compare"
+    rm -rf "$compare"
+    mkdir -p "$compare/src"
+    git archive "$sha" | tar -x -C "$compare/src"
+    "$PROJECT_PY" -m venv "$compare/venv"
+    "$compare/venv/bin/python" -m pip install --quiet --upgrade pip
+    extra=server
+    grep -q '^server = \[' "$compare/src/pyproject.toml" || extra=
+    "$compare/venv/bin/python" -m pip install --quiet "$compare/src${extra:+[$extra]}"
+  fi
+  export BENCH_COMPARE_BIN=$compare/venv/bin BENCH_COMPARE_LABEL=$sha
+fi
+
 exec "$PROJECT_PY" bench/bench.py "$@"
