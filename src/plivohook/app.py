@@ -178,6 +178,14 @@ class PlivohookApp:
                 log.info("pruned %d rejections older than %s", removed, retention)
         except StoreUnavailable as exc:
             log.warning("rejection pruning skipped: %s", exc)
+        if self.settings.retention_days:  # what the user asked to keep no longer than that
+            cutoff = now() - timedelta(days=self.settings.retention_days)
+            try:
+                removed = await self.store.prune_messages(cutoff)
+                if any(removed.values()):
+                    log.info("retention: deleted %s (before %s)", removed, cutoff)
+            except StoreUnavailable as exc:
+                log.warning("retention skipped: %s", exc)
 
     async def healthz(self, _request: Request) -> Response:
         try:

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,38 @@ def migrate(database: str) -> None:
 
     applied = asyncio.run(go())
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+
+
+# -- prune: retention on demand ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--database", default="sqlite:///plivohook.db", envvar="PLIVOHOOK_DATABASE_URL")
+@click.option(
+    "--older-than",
+    "days",
+    required=True,
+    type=click.IntRange(0),
+    help="Delete messages, delivery reports and rejections received more than DAYS days ago.",
+)
+def prune(database: str, days: int) -> None:
+    """Delete old messages in small batches (safe while serve runs; opt-outs are kept)."""
+    from datetime import UTC, datetime
+
+    from .store import StoreUnavailable
+
+    async def go() -> dict[str, int]:
+        store = checked_store(database, must_exist=True)
+        await _open_checked(store)
+        try:
+            return await store.prune_messages(datetime.now(UTC) - timedelta(days=days))  # type: ignore[no-any-return]
+        except StoreUnavailable as exc:
+            raise _database_problem(str(exc)) from None
+        finally:
+            await store.close()
+
+    removed = asyncio.run(go())
+    click.echo(", ".join(f"{table}: {count} deleted" for table, count in removed.items()))
 
 
 # -- send: simulate Plivo -----------------------------------------------------------------------

@@ -270,6 +270,15 @@ class Settings:
         min=0,
         help="Seconds a rejected (signed but unstorable) request is kept for inspection.",
     )
+    retention_days: int = setting(
+        0,
+        env="PLIVOHOOK_RETENTION_DAYS",
+        flag="--retention",
+        kind=Kind.INT,
+        min=0,
+        max=36500,
+        help="Days messages, delivery reports and rejections are kept; 0 keeps them for ever.",
+    )
     max_body_bytes: int = setting(
         64 * 1024,
         env="PLIVOHOOK_MAX_BODY_BYTES",

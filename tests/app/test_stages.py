@@ -53,3 +53,20 @@ def test_write_extensions_change_what_is_committed_for_messages_and_statuses(har
     assert harness.post("/plivo/status", report).status_code == 200
     assert harness.api(f"/api/messages/{uid}").json()["text"] == "SHOUT"
     assert kinds == [MessageWrite.__name__, StatusWrite.__name__]
+
+
+def test_the_retention_setting_prunes_with_the_hourly_task(db_url):
+    from datetime import UTC, datetime, timedelta
+
+    from tests.app.conftest import make_harness
+    from tests.store import message
+
+    for harness in make_harness(db_url, retention_days=30):
+        store = harness.app.store
+        old = datetime.now(UTC) - timedelta(days=31)
+        harness.client.portal.call(store.write, message("ancient", received_at=old))
+        uid = str(uuid.uuid1())
+        assert harness.post("/plivo/message", sms(uid)).status_code == 200
+        harness.client.portal.call(harness.app.prune)  # what the hourly task runs
+        assert harness.api("/api/messages/ancient").status_code == 404
+        assert harness.api(f"/api/messages/{uid}").status_code == 200

@@ -287,5 +287,13 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def prune_messages(self, older_than: datetime) -> dict[str, int]:
+        """Retention: delete messages, reports and rejections from before ``older_than``.
+
+        In small batches, each a short transaction, so that Plivo's requests keep their latency
+        while it runs (store/retention.py). Returns the rows removed per table.
+        """
+
+    @abc.abstractmethod
     async def counts(self) -> dict[str, int]:
         """Rows per table: ``messages``, ``statuses``, ``rejections``, ``nonces``."""

@@ -51,6 +51,7 @@ from .base import (
 )
 from .migrate import load_migrations, pending_migrations
 from .reads import Dialect, SQLReads
+from .retention import SQLMaintenance
 
 __all__ = ["PostgresStore"]
 
@@ -261,7 +262,7 @@ class _Pending:
         self.future = future
 
 
-class PostgresStore(SQLReads, Store):
+class PostgresStore(SQLMaintenance, SQLReads, Store):
     """A :class:`Store` on PostgreSQL 12 or newer (tested on 15).
 
     ``pool_min`` connections are opened by :meth:`open`, at most ``pool_max`` are ever open (the
@@ -565,25 +566,11 @@ class PostgresStore(SQLReads, Store):
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
 
-    async def prune_nonces(self, older_than: datetime) -> int:
+    async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         try:
             async with self._connection() as conn:
                 async with asyncio.timeout(self._timeout + 2):
-                    cur = await conn.execute("DELETE FROM nonces WHERE seen_at < %s", [older_than])
-                    return cur.rowcount
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
-
-    async def prune_rejections(self, older_than: datetime) -> int:
-        try:
-            async with self._connection() as conn:
-                async with asyncio.timeout(self._timeout + 2):
-                    # The newest row stays, as on SQLite (where ids could otherwise repeat).
-                    cur = await conn.execute(
-                        "DELETE FROM rejections WHERE received_at < %s"
-                        " AND id < (SELECT max(id) FROM rejections)",
-                        [older_than],
-                    )
+                    cur = await conn.execute(sql.encode(), args)
                     return cur.rowcount
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None

@@ -87,6 +87,7 @@ class Dialect:
     ilike: str  # a case-insensitive LIKE: SQLite's LIKE is one (for ASCII), PostgreSQL's ILIKE
     json: Callable[[Any], Any]  # a JSON column as the driver returns it -> Python
     time: Callable[[Any], datetime]  # a timestamp column as the driver returns it -> aware UTC
+    time_param: Callable[[datetime], Any] = lambda moment: moment  # a datetime as a parameter
 
     def sql(self, text: str) -> str:
         """``text`` written with ``?`` placeholders, in this dialect."""

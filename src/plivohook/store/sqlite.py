@@ -42,6 +42,7 @@ from .base import (
 )
 from .migrate import load_migrations, pending_migrations
 from .reads import Dialect, SQLReads
+from .retention import SQLMaintenance
 
 __all__ = ["SQLiteStore", "path_from_url"]
 
@@ -376,10 +377,10 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
     return results  # type: ignore[return-value]
 
 
-class SQLiteStore(SQLReads, Store):
+class SQLiteStore(SQLMaintenance, SQLReads, Store):
     # JSON is kept as text, timestamps as ISO 8601 text (UTC). SQLite's LIKE ignores case for
     # ASCII letters only (ICU is not in the stdlib build); PostgreSQL's ILIKE for every letter.
-    dialect = Dialect(placeholder="?", ilike="LIKE", json=orjson.loads, time=_dt)
+    dialect = Dialect(placeholder="?", ilike="LIKE", json=orjson.loads, time=_dt, time_param=_iso)
 
     def __init__(
         self, url: str, *, batch_max: int = 512, timeout: float = 5.0, **_ignored: object
@@ -599,25 +600,8 @@ class SQLiteStore(SQLReads, Store):
 
         return await asyncio.to_thread(run)
 
-    async def prune_nonces(self, older_than: datetime) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM nonces WHERE seen_at < ?", (_iso(older_than),)
-            ).rowcount
-
-        return await self._submit(run)
-
-    async def prune_rejections(self, older_than: datetime) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            # The newest row always stays: SQLite gives a new row max(id) + 1, so an emptied
-            # table would hand out ids again and a cursor from before would skip new rows.
-            return conn.execute(
-                "DELETE FROM rejections WHERE received_at < ?"
-                " AND id < (SELECT max(id) FROM rejections)",
-                (_iso(older_than),),
-            ).rowcount
-
-        return await self._submit(run)
+    async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return await self._submit(lambda conn: conn.execute(sql, args).rowcount)  # type: ignore[no-any-return]
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """A maintenance write on a connection of its own, beside the group-commit writer."""
