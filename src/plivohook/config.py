@@ -329,6 +329,76 @@ class Settings:
         max=64,
         help="Worker processes sharing the port.",
     )
+    forward_urls: tuple[str, ...] = setting(
+        (),
+        env="PLIVOHOOK_FORWARD_URLS",
+        flag="--forward-url",
+        kind=Kind.LIST,
+        help="Your app's URL that gets every message and delivery report as a signed POST; "
+        "repeat (or comma-separate) for several.",
+    )
+    forward_secret: str | None = setting(
+        None,
+        env="PLIVOHOOK_FORWARD_SECRET",
+        flag="--forward-secret",
+        kind=Kind.OPTIONAL,
+        secret=True,
+        help="The Standard Webhooks secret (whsec_ and base64) the forwarded events are signed "
+        "with.",
+    )
+    forward_timeout: float = setting(
+        10.0,
+        env="PLIVOHOOK_FORWARD_TIMEOUT",
+        flag="--forward-timeout",
+        kind=Kind.FLOAT,
+        min=0.1,
+        max=300,
+        help="Seconds one delivery attempt may take, answer included.",
+    )
+    forward_max_age: timedelta = setting(  # noqa: RUF009 (a field(), not a default)
+        timedelta(days=3),
+        env="PLIVOHOOK_FORWARD_MAX_AGE_SECONDS",
+        flag="--forward-max-age",
+        kind=Kind.SECONDS,
+        min=1,
+        help="Seconds an event is retried before it is dead.",
+    )
+    forward_lease: float = setting(
+        30.0,
+        env="PLIVOHOOK_FORWARD_LEASE_SECONDS",
+        flag="--forward-lease",
+        kind=Kind.FLOAT,
+        min=1,
+        max=3600,
+        help="Seconds a forwarding worker holds the events it claimed (more than "
+        "--forward-timeout); a worker that died is taken over after it.",
+    )
+    forward_worker_off: bool = setting(
+        False,
+        env="PLIVOHOOK_NO_FORWARD_WORKER",
+        flag="--no-forward-worker",
+        kind=Kind.BOOL,
+        help="Store events but leave their delivery to `plivohook forward` processes.",
+    )
+    nats_url: str | None = setting(
+        None,
+        env="PLIVOHOOK_NATS_URL",
+        flag="--nats-url",
+        kind=Kind.OPTIONAL,
+        help="Also publish every event to NATS JetStream at this URL (nats://host:4222).",
+    )
+    nats_subject: str = setting(
+        "plivohook",
+        env="PLIVOHOOK_NATS_SUBJECT",
+        flag="--nats-subject",
+        help="Subject prefix: events go to <prefix>.message.received and .message.status.",
+    )
+    nats_stream: str = setting(
+        "PLIVOHOOK",
+        env="PLIVOHOOK_NATS_STREAM",
+        flag="--nats-stream",
+        help="JetStream stream, created with the subjects <prefix>.> when missing.",
+    )
     log_level: str = setting(
         "info",
         env="PLIVOHOOK_LOG_LEVEL",
@@ -378,7 +448,46 @@ class Settings:
                 )
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("--admin-token must be at least 16 characters long")
+        self._check_forwarding()
         return replace(self, public_url=public_url, allowed_hosts=allowed)
+
+    @property
+    def forwarding(self) -> bool:
+        """Whether events are stored for delivery (a forward URL or NATS is configured)."""
+        return bool(self.forward_urls or self.nats_url)
+
+    def _check_forwarding(self) -> None:
+        """Refuse forwarding options that cannot work, in one line that never shows the secret."""
+        if not self.forwarding and self.forward_secret is None:
+            return
+        # Imported here: the forward package needs the server extra (httpx, nats-py).
+        from .forward.base import ForwardConfigError
+        from .forward.http import parse_secret, redact_url, validate_url
+        from .forward.jetstream import validate_nats_url, validate_stream, validate_subject
+
+        try:
+            for url in self.forward_urls:
+                validate_url(url)
+            if self.forward_urls and not self.forward_secret:
+                raise ConfigError(
+                    "--forward-url needs --forward-secret (PLIVOHOOK_FORWARD_SECRET): a Standard "
+                    "Webhooks secret, 'whsec_' followed by base64"
+                )
+            if len({redact_url(url) for url in self.forward_urls}) != len(self.forward_urls):
+                raise ConfigError("--forward-url names one URL twice")
+            if self.forward_secret:
+                parse_secret(self.forward_secret)
+            if self.nats_url:
+                validate_nats_url(self.nats_url)
+                validate_subject(self.nats_subject)
+                validate_stream(self.nats_stream)
+        except ForwardConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.forward_lease <= self.forward_timeout:
+            raise ConfigError(
+                f"--forward-lease ({self.forward_lease:g} s) must be longer than "
+                f"--forward-timeout ({self.forward_timeout:g} s): an attempt must end within it"
+            )
 
     def to_env(self) -> dict[str, str]:
         """The environment a worker process needs to rebuild these settings (every field)."""
