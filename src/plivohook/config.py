@@ -31,6 +31,7 @@ __all__ = [
     "Setting",
     "Settings",
     "click_options",
+    "forward_options",
     "host_name",
     "is_host",
     "setting_fields",
@@ -448,7 +449,7 @@ class Settings:
                 )
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("--admin-token must be at least 16 characters long")
-        self._check_forwarding()
+        self.check_forwarding()
         return replace(self, public_url=public_url, allowed_hosts=allowed)
 
     @property
@@ -456,7 +457,7 @@ class Settings:
         """Whether events are stored for delivery (a forward URL or NATS is configured)."""
         return bool(self.forward_urls or self.nats_url)
 
-    def _check_forwarding(self) -> None:
+    def check_forwarding(self) -> None:
         """Refuse forwarding options that cannot work, in one line that never shows the secret."""
         if not self.forwarding and self.forward_secret is None:
             return
@@ -553,17 +554,43 @@ def _default(f: Field[Any]) -> Any:
     return f.default if f.default is not MISSING else None
 
 
-def click_options(command: Callable[..., Any]) -> Callable[..., Any]:
+FORWARD_FIELDS = frozenset(
+    {
+        "database_url",
+        "pool_size",
+        "write_timeout",
+        "forward_urls",
+        "forward_secret",
+        "forward_timeout",
+        "forward_max_age",
+        "forward_lease",
+        "nats_url",
+        "nats_subject",
+        "nats_stream",
+        "log_level",
+    }
+)
+
+
+def forward_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``click_options`` for ``plivohook forward``: the database's and forwarding's settings."""
+    return click_options(command, only=FORWARD_FIELDS)
+
+
+def click_options(
+    command: Callable[..., Any], *, only: frozenset[str] | None = None
+) -> Callable[..., Any]:
     """Decorate a click command with one option per setting (and ``--<secret>-file`` ones).
 
     The command receives every setting under its field name, and each secret's file as
-    ``<name>_file``; :meth:`Settings.from_options` turns them into settings.
+    ``<name>_file``; :meth:`Settings.from_options` turns them into settings. ``only`` limits
+    the options to those fields (the others keep their defaults).
     """
     import click
 
     decorators = []
     for f, spec in setting_fields():
-        if spec.flag is None:
+        if spec.flag is None or (only is not None and f.name not in only):
             continue
         default = _default(f)
         kwargs: dict[str, Any] = {

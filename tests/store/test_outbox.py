@@ -89,7 +89,9 @@ def test_the_event_is_what_the_api_shows(store: Store) -> None:
         [claimed, claimed_report] = await s.claim_due(HOOK, 10, LEASE, at(1))
         event = orjson.loads(claimed.payload)
         assert claimed.payload == op.events[0].payload  # the bytes signed, kept as they were
-        shown = orjson.loads(orjson.dumps(message_json(await s.get_message("m\x00nul")), default=str))
+        shown = orjson.loads(
+            orjson.dumps(message_json(await s.get_message("m\x00nul")), default=str)
+        )
         assert event["type"] == MESSAGE_RECEIVED
         assert event["data"]["received_at"] == "2024-05-01T12:00:00.000000Z"
         shown["received_at"] = event["data"]["received_at"]

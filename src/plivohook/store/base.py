@@ -22,8 +22,8 @@ from typing import Any, Literal
 __all__ = [
     "MessageWrite",
     "NonceClaim",
-    "Outcome",
     "OutboxEvent",
+    "Outcome",
     "Page",
     "RejectionWrite",
     "StatusWrite",

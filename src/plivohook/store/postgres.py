@@ -36,6 +36,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb, set_json_loads
 
+from . import outbox as ob
 from .base import (
     MessageWrite,
     Outcome,
@@ -49,7 +50,6 @@ from .base import (
     WriteResult,
     clean,
 )
-from . import outbox as ob
 from .migrate import load_migrations, pending_migrations
 from .reads import Dialect, SQLReads
 
@@ -611,18 +611,21 @@ class PostgresStore(SQLReads, Store):
     ) -> tuple[list[dict[str, Any]], int]:
         """One statement (after the destination's claim lock, if given): its rows and rowcount."""
         try:
-            async with self._connection() as conn:
-                async with asyncio.timeout(self._timeout + 2), conn.transaction():
-                    if lock is not None:
-                        await conn.execute(
-                            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [OUTBOX_LOCK, lock]
-                        )
-                    cur = await conn.execute(self.dialect.sql(sql).encode(), args)
-                    rows: list[dict[str, Any]] = []
-                    if cur.description is not None:
-                        names = [column.name for column in cur.description]
-                        rows = [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
-                    return rows, cur.rowcount
+            async with (
+                self._connection() as conn,
+                asyncio.timeout(self._timeout + 2),
+                conn.transaction(),
+            ):
+                if lock is not None:
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [OUTBOX_LOCK, lock]
+                    )
+                cur = await conn.execute(self.dialect.sql(sql).encode(), args)
+                rows: list[dict[str, Any]] = []
+                if cur.description is not None:
+                    names = [column.name for column in cur.description]
+                    rows = [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+                return rows, cur.rowcount
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
 
@@ -655,7 +658,9 @@ class PostgresStore(SQLReads, Store):
         status_code: int | None,
         error: str | None,
     ) -> None:
-        await self._outbox_exec(ob.MARK_FAILED, [next_attempt_at, status_code, clean(error), row_id])
+        await self._outbox_exec(
+            ob.MARK_FAILED, [next_attempt_at, status_code, clean(error), row_id]
+        )
 
     async def mark_dead(
         self, row_id: int, *, now: datetime, status_code: int | None, error: str | None

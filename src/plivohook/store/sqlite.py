@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from . import outbox as ob
 from .base import (
     MessageWrite,
     Outcome,
@@ -40,7 +41,6 @@ from .base import (
     claims,
     clean,
 )
-from . import outbox as ob
 from .migrate import load_migrations, pending_migrations
 from .reads import Dialect, SQLReads
 
@@ -668,7 +668,6 @@ class SQLiteStore(SQLReads, Store):
 
         return await asyncio.to_thread(run)
 
-
     # -- the outbox (forward.outbox.Outbox): one worker per database file ---------------------
     #
     # Updates from the worker go through a small group commit of their own on their own
@@ -708,7 +707,9 @@ class SQLiteStore(SQLReads, Store):
         stamp, until, holder = _iso(now), _iso(now + timedelta(seconds=lease_seconds)), self.holder
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
-            lease = conn.execute("SELECT holder, expires_at FROM outbox_lease WHERE id = 1").fetchone()
+            lease = conn.execute(
+                "SELECT holder, expires_at FROM outbox_lease WHERE id = 1"
+            ).fetchone()
             if lease is not None and lease[0] != holder and lease[1] > stamp:
                 return []  # another worker delivers from this file until its lease expires
             conn.execute(

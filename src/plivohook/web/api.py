@@ -132,7 +132,6 @@ class AdminAPI:
         found = await self._store().list_rejections(limit=page.limit, cursor=page.cursor)
         return json_response({"rejections": found.items, "next_cursor": found.next_cursor})
 
-
     async def deliveries(self, request: Request) -> Response:
         page = page_query(request)
         params = request.query_params
