@@ -420,6 +420,7 @@ class SQLiteStore(SQLReads, Store):
         self._outbox_conn: sqlite3.Connection | None = None
         self._outbox_queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
         self._outbox_drainer: asyncio.Task[None] | None = None
+        self._outbox_lock = threading.Lock()
         self.holder = ob.holder_name()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -674,13 +675,29 @@ class SQLiteStore(SQLReads, Store):
     # connection: the outcomes of one round's deliveries arrive together and share a commit.
 
     async def _outbox_tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        if self._outbox_conn is None:
+        conn = self._outbox_conn
+        if conn is None:
             raise StoreUnavailable("the store is not open")
-        future: asyncio.Future[Any] = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        drainer = self._outbox_drainer
+        if drainer is not None and drainer.get_loop() is not loop:
+            # Called from another event loop than the batch's (a test client's portal, say):
+            # a transaction of its own rather than a future the other loop would resolve.
+            try:
+                return (await asyncio.to_thread(self._outbox_locked, conn, [fn]))[0]
+            except Exception as exc:
+                raise StoreUnavailable(f"the outbox update failed: {exc}") from exc
+        future: asyncio.Future[Any] = loop.create_future()
         self._outbox_queue.append((fn, future))
-        if self._outbox_drainer is None:
-            self._outbox_drainer = self._loop.create_task(self._outbox_drain())
+        if drainer is None:
+            self._outbox_drainer = loop.create_task(self._outbox_drain())
         return await future
+
+    def _outbox_locked(
+        self, conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[Any]:
+        with self._outbox_lock:  # one transaction at a time on the outbox's connection
+            return _outbox_batch(conn, fns)
 
     async def _outbox_drain(self) -> None:
         try:
@@ -688,7 +705,8 @@ class SQLiteStore(SQLReads, Store):
                 batch, self._outbox_queue = self._outbox_queue, []
                 conn = self._outbox_conn
                 try:
-                    results = await asyncio.to_thread(_outbox_batch, conn, [f for f, _ in batch])
+                    fns = [fn for fn, _future in batch]
+                    results = await asyncio.to_thread(self._outbox_locked, conn, fns)
                 except Exception as exc:
                     failure = StoreUnavailable(f"the outbox update failed: {exc}")
                     for _fn, future in batch:
