@@ -189,6 +189,21 @@ def _plivohook(workers: int, bin_dir: Path = PROJECT_BIN) -> Callable[[Target], 
     return command
 
 
+FORWARD_SECRET = "whsec_YmVuY2gtZm9yd2FyZC1zZWNyZXQtMzItYnl0ZXMh"  # the bench's own, not a secret
+
+
+def _plivohook_forwarding(t: Target) -> list[str]:
+    """plivohook on SQLite forwarding every message to a destination that answers at once.
+
+    bench/forward_sink.py starts plivohook and the destination (off plivohook's core), so that
+    the row beside plivohook-sqlite shows what the outbox and the worker cost.
+    """
+    sink = free_port()
+    serve = _plivohook(1)(t)
+    serve += ["--forward-url", f"http://127.0.0.1:{sink}/", "--forward-secret", FORWARD_SECRET]
+    return [sys.executable, str(BENCH / "forward_sink.py"), str(sink), "--", *serve]
+
+
 def _gunicorn_flask(t: Target) -> list[str]:
     return [
         str(BASELINE_BIN / "gunicorn"),
@@ -241,6 +256,13 @@ SERVERS: dict[str, ServerSpec] = {
             database="sqlite",
         ),
         ServerSpec(
+            "plivohook-sqlite-fwd",
+            "plivohook, SQLite, 1 process, forwarding to one destination that answers at once",
+            SERVER_CPUS,
+            _plivohook_forwarding,
+            database="sqlite",
+        ),
+        ServerSpec(
             "plivohook-pg",
             "plivohook, PostgreSQL, 1 process",
             SERVER_CPUS,
@@ -289,7 +311,7 @@ if COMPARE_BIN:
             _plivohook(1, Path(COMPARE_BIN)),
             database=_db,
         )
-PLIVOHOOK_ROWS = ("plivohook-sqlite", "plivohook-pg")
+PLIVOHOOK_ROWS = ("plivohook-sqlite", "plivohook-sqlite-fwd", "plivohook-pg")
 BASELINE_ROWS = ("flask-gunicorn", "noop-uvicorn", "noop-granian")
 
 
@@ -628,6 +650,23 @@ def store_contents(database: str) -> tuple[dict[str, int], list[str] | None]:
         return counts, uuids
 
 
+def outbox_pending(database: str) -> int | None:
+    """Events not delivered when the server stopped (the worker keeping up, or not)."""
+    query = "select count(*) from outbox where state = 'pending'"
+    with contextlib.suppress(Exception):
+        if database.startswith("sqlite:///"):
+            conn = sqlite3.connect(database.removeprefix("sqlite:///"))
+            try:
+                return int(conn.execute(query).fetchone()[0])
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(database, connect_timeout=5) as pg:
+            return int(pg.execute(query).fetchone()[0])  # type: ignore[index]
+    return None
+
+
 def sent_uuids(files: list[Path]) -> set[str]:
     pattern = re.compile(r"MessageUUID=([0-9a-f-]{36})")
     found: set[str] = set()
@@ -666,9 +705,14 @@ def check_store(database: str, wrk_runs: list[Json], files: list[Path]) -> Json:
         if len(set(uuids)) != len(uuids):
             problems.append(f"{len(uuids) - len(set(uuids))} MessageUUIDs stored twice")
         uuid_check = "ok" if not stray and len(set(uuids)) == len(uuids) else "failed"
+    outbox = counts.get("outbox")
+    if outbox is not None and outbox != rows:
+        # Forwarding rows: one event per message, whatever happened to its delivery.
+        problems.append(f"{outbox} outbox rows for {rows} messages")
     return {
         "ok": not problems,
         "problems": problems,
+        "outbox_pending": outbox_pending(database) if outbox else None,
         "rows": rows,
         "ok_2xx": ok_2xx,
         "sent": sent,

@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -62,6 +63,11 @@ class PlivohookApp:
         self._tasks: dict[str, BackgroundTask] = {}
         self._running: list[asyncio.Task[None]] = []
         self.add_task("prune", self._prune_forever)
+        self.forwarding: Any = None  # forward.service.ForwardTask when events are forwarded
+        if self.settings.forwarding:
+            from .forward.service import install
+
+            self.forwarding = install(self)
         starlette = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
@@ -193,7 +199,21 @@ class PlivohookApp:
         except (StoreUnavailable, TimeoutError) as exc:
             reason = str(exc) or "no answer within 2 s"
             return json_response({"status": "unavailable", "database": reason}, 503)
-        return json_response({"status": "ok", "database": "ok"})
+        answer: dict[str, Any] = {"status": "ok", "database": "ok"}
+        try:
+            stats = await asyncio.wait_for(self.store.outbox_stats(), 2.0)  # type: ignore[attr-defined]
+        except (StoreUnavailable, TimeoutError):
+            answer["outbox"] = None  # the database answered the ping: health is about that
+        else:
+            oldest = stats["oldest_pending"]
+            answer["outbox"] = {
+                "pending": stats["pending"],
+                "dead": stats["dead"],
+                "oldest_pending_age_seconds": (
+                    None if oldest is None else round(max(0.0, (now() - oldest).total_seconds()), 3)
+                ),
+            }
+        return json_response(answer)
 
     async def _store_unavailable(self, _request: Request, _exc: Exception) -> Response:
         return json_response({"error": "database unavailable, retry later"}, 503)

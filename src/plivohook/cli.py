@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import re
+import signal
 import socket
 import sys
 import time
@@ -18,7 +19,14 @@ from typing import Any
 
 import click
 
-from .config import ConfigError, Settings, click_options, setting_fields, split_tokens
+from .config import (
+    ConfigError,
+    Settings,
+    click_options,
+    forward_options,
+    setting_fields,
+    split_tokens,
+)
 from .protocol import signature
 from .protocol.simulator import (
     SCHEMES,
@@ -535,6 +543,148 @@ def messages(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
+
+
+# -- forward / deliveries ---------------------------------------------------------------------
+
+
+@main.command()
+@forward_options
+def forward(**options: Any) -> None:
+    """Deliver the stored events (the worker of serve, on its own; pair with --no-forward-worker).
+
+    Any number may run against one PostgreSQL database, on any machines: they never deliver an
+    event at the same time. On SQLite one delivers at a time, the others wait for its lease.
+    """
+    warn_tokens_on_command_line(
+        click.get_current_context(),
+        ("forward_secret", "--forward-secret", "PLIVOHOOK_FORWARD_SECRET"),
+    )
+    try:
+        settings = Settings.from_options(options)
+        settings.check_forwarding()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not settings.forwarding:
+        raise click.UsageError(
+            "nothing to forward to: give --forward-url (PLIVOHOOK_FORWARD_URLS) or --nats-url"
+        )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def go() -> None:
+        from .forward.service import destinations, run_worker
+
+        store = checked_store(
+            settings.database_url, pool_max=settings.pool_size, timeout=settings.write_timeout
+        )
+        await _open_checked(store)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        click.echo(f"forwarding to {', '.join(destinations(settings))} (Ctrl-C stops)", err=True)
+        try:
+            await run_worker(settings, store, stop)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+@main.command()
+@click.option("--database", default="sqlite:///plivohook.db", envvar="PLIVOHOOK_DATABASE_URL")
+@click.option("--dead", is_flag=True, help="Only the dead events (tried past --forward-max-age).")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "delivered", "dead"]),
+    help="Only events in this state.",
+)
+@click.option("--message-uuid", help="Only the events of this MessageUUID.")
+@click.option("--destination", help="Only the events for this destination.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--retry", "retry_id", type=click.IntRange(1), help="Make this event due now.")
+@click.option("--retry-dead", is_flag=True, help="Make every dead event due now.")
+def deliveries(
+    database: str,
+    dead: bool,
+    state: str | None,
+    message_uuid: str | None,
+    destination: str | None,
+    limit: int,
+    as_json: bool,
+    retry_id: int | None,
+    retry_dead: bool,
+) -> None:
+    """List forwarded events (newest last), or make dead ones due again."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from .web.asgi import json_bytes
+    from .web.asgi import now as _now
+    from .web.asgi import rfc3339 as _rfc3339
+
+    if retry_id is not None and retry_dead:
+        raise click.UsageError("give --retry ID or --retry-dead, not both")
+    if dead:
+        if state not in (None, "dead"):
+            raise click.UsageError("--dead and --state disagree")
+        state = "dead"
+
+    async def go() -> None:
+        store = checked_store(database, must_exist=True)
+        await _open_checked(store)
+        try:
+            if retry_id is not None:
+                if await store.retry_delivery(retry_id, _now()):
+                    click.echo(f"event {retry_id} is due now")
+                    return
+                found = await store.get_delivery(retry_id)
+                raise click.ClickException(
+                    f"no delivery {retry_id}" if found is None else f"{retry_id} was delivered"
+                )
+            if retry_dead:
+                count = await store.retry_dead(_now())
+                click.echo(f"{count} dead event{'s' if count != 1 else ''} due now")
+                return
+            page = await store.list_deliveries(
+                limit=limit, state=state, message_uuid=message_uuid, destination=destination
+            )
+        finally:
+            await store.close()
+        items = list(reversed(page.items))
+        if as_json:
+            for item in items:
+                click.echo(json_bytes(item).decode())
+            return
+        if not items:
+            click.echo("no deliveries")
+            return
+        table = Table(box=None)
+        for column in ("id", "state", "tries", "type", "message", "destination", "last", "next"):
+            table.add_column(column)
+        for item in items:
+            last = item["last_error"] or (
+                str(item["last_status_code"]) if item["last_status_code"] else ""
+            )
+            following = item["next_attempt_at"]
+            table.add_row(
+                Text(str(item["id"])),
+                Text(item["state"]),
+                Text(str(item["attempts"])),
+                Text(item["event_type"]),
+                Text(printable(item["message_uuid"])),
+                Text(printable(item["destination"])),
+                Text(printable(last)),
+                Text(_rfc3339(following)[:19].replace("T", " ") if following else ""),
+            )
+        Console().print(table)
+
+    asyncio.run(go())
 
 
 # -- sign / verify ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "Setting",
     "Settings",
     "click_options",
+    "forward_options",
     "host_name",
     "is_host",
     "setting_fields",
@@ -338,6 +339,76 @@ class Settings:
         max=64,
         help="Worker processes sharing the port.",
     )
+    forward_urls: tuple[str, ...] = setting(
+        (),
+        env="PLIVOHOOK_FORWARD_URLS",
+        flag="--forward-url",
+        kind=Kind.LIST,
+        help="Your app's URL that gets every message and delivery report as a signed POST; "
+        "repeat (or comma-separate) for several.",
+    )
+    forward_secret: str | None = setting(
+        None,
+        env="PLIVOHOOK_FORWARD_SECRET",
+        flag="--forward-secret",
+        kind=Kind.OPTIONAL,
+        secret=True,
+        help="The Standard Webhooks secret (whsec_ and base64) the forwarded events are signed "
+        "with.",
+    )
+    forward_timeout: float = setting(
+        10.0,
+        env="PLIVOHOOK_FORWARD_TIMEOUT",
+        flag="--forward-timeout",
+        kind=Kind.FLOAT,
+        min=0.1,
+        max=300,
+        help="Seconds one delivery attempt may take, answer included.",
+    )
+    forward_max_age: timedelta = setting(  # noqa: RUF009 (a field(), not a default)
+        timedelta(days=3),
+        env="PLIVOHOOK_FORWARD_MAX_AGE_SECONDS",
+        flag="--forward-max-age",
+        kind=Kind.SECONDS,
+        min=1,
+        help="Seconds an event is retried before it is dead.",
+    )
+    forward_lease: float = setting(
+        30.0,
+        env="PLIVOHOOK_FORWARD_LEASE_SECONDS",
+        flag="--forward-lease",
+        kind=Kind.FLOAT,
+        min=1,
+        max=3600,
+        help="Seconds a forwarding worker holds the events it claimed (more than "
+        "--forward-timeout); a worker that died is taken over after it.",
+    )
+    forward_worker_off: bool = setting(
+        False,
+        env="PLIVOHOOK_NO_FORWARD_WORKER",
+        flag="--no-forward-worker",
+        kind=Kind.BOOL,
+        help="Store events but leave their delivery to `plivohook forward` processes.",
+    )
+    nats_url: str | None = setting(
+        None,
+        env="PLIVOHOOK_NATS_URL",
+        flag="--nats-url",
+        kind=Kind.OPTIONAL,
+        help="Also publish every event to NATS JetStream at this URL (nats://host:4222).",
+    )
+    nats_subject: str = setting(
+        "plivohook",
+        env="PLIVOHOOK_NATS_SUBJECT",
+        flag="--nats-subject",
+        help="Subject prefix: events go to <prefix>.message.received and .message.status.",
+    )
+    nats_stream: str = setting(
+        "PLIVOHOOK",
+        env="PLIVOHOOK_NATS_STREAM",
+        flag="--nats-stream",
+        help="JetStream stream, created with the subjects <prefix>.> when missing.",
+    )
     log_level: str = setting(
         "info",
         env="PLIVOHOOK_LOG_LEVEL",
@@ -387,7 +458,46 @@ class Settings:
                 )
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("--admin-token must be at least 16 characters long")
+        self.check_forwarding()
         return replace(self, public_url=public_url, allowed_hosts=allowed)
+
+    @property
+    def forwarding(self) -> bool:
+        """Whether events are stored for delivery (a forward URL or NATS is configured)."""
+        return bool(self.forward_urls or self.nats_url)
+
+    def check_forwarding(self) -> None:
+        """Refuse forwarding options that cannot work, in one line that never shows the secret."""
+        if not self.forwarding and self.forward_secret is None:
+            return
+        # Imported here: the forward package needs the server extra (httpx, nats-py).
+        from .forward.base import ForwardConfigError
+        from .forward.http import parse_secret, redact_url, validate_url
+        from .forward.jetstream import validate_nats_url, validate_stream, validate_subject
+
+        try:
+            for url in self.forward_urls:
+                validate_url(url)
+            if self.forward_urls and not self.forward_secret:
+                raise ConfigError(
+                    "--forward-url needs --forward-secret (PLIVOHOOK_FORWARD_SECRET): a Standard "
+                    "Webhooks secret, 'whsec_' followed by base64"
+                )
+            if len({redact_url(url) for url in self.forward_urls}) != len(self.forward_urls):
+                raise ConfigError("--forward-url names one URL twice")
+            if self.forward_secret:
+                parse_secret(self.forward_secret)
+            if self.nats_url:
+                validate_nats_url(self.nats_url)
+                validate_subject(self.nats_subject)
+                validate_stream(self.nats_stream)
+        except ForwardConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.forward_lease <= self.forward_timeout:
+            raise ConfigError(
+                f"--forward-lease ({self.forward_lease:g} s) must be longer than "
+                f"--forward-timeout ({self.forward_timeout:g} s): an attempt must end within it"
+            )
 
     def to_env(self) -> dict[str, str]:
         """The environment a worker process needs to rebuild these settings (every field)."""
@@ -453,17 +563,43 @@ def _default(f: Field[Any]) -> Any:
     return f.default if f.default is not MISSING else None
 
 
-def click_options(command: Callable[..., Any]) -> Callable[..., Any]:
+FORWARD_FIELDS = frozenset(
+    {
+        "database_url",
+        "pool_size",
+        "write_timeout",
+        "forward_urls",
+        "forward_secret",
+        "forward_timeout",
+        "forward_max_age",
+        "forward_lease",
+        "nats_url",
+        "nats_subject",
+        "nats_stream",
+        "log_level",
+    }
+)
+
+
+def forward_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``click_options`` for ``plivohook forward``: the database's and forwarding's settings."""
+    return click_options(command, only=FORWARD_FIELDS)
+
+
+def click_options(
+    command: Callable[..., Any], *, only: frozenset[str] | None = None
+) -> Callable[..., Any]:
     """Decorate a click command with one option per setting (and ``--<secret>-file`` ones).
 
     The command receives every setting under its field name, and each secret's file as
-    ``<name>_file``; :meth:`Settings.from_options` turns them into settings.
+    ``<name>_file``; :meth:`Settings.from_options` turns them into settings. ``only`` limits
+    the options to those fields (the others keep their defaults).
     """
     import click
 
     decorators = []
     for f, spec in setting_fields():
-        if spec.flag is None:
+        if spec.flag is None or (only is not None and f.name not in only):
             continue
         default = _default(f)
         kwargs: dict[str, Any] = {

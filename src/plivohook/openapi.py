@@ -222,6 +222,65 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {"type": "string", "enum": ["ok", "unavailable"]},
             "database": {"type": "string"},
+            "outbox": {
+                "type": ["object", "null"],
+                "description": "The events waiting for delivery (null if they cannot be"
+                " counted now).",
+                "required": ["pending", "dead", "oldest_pending_age_seconds"],
+                "properties": {
+                    "pending": {"type": "integer", "minimum": 0},
+                    "dead": {"type": "integer", "minimum": 0},
+                    "oldest_pending_age_seconds": {
+                        "type": ["number", "null"],
+                        "minimum": 0,
+                        "description": "Seconds since the oldest pending event was stored.",
+                    },
+                },
+            },
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "description": "One event for one destination (forwarding).",
+        "required": [
+            "id",
+            "event_id",
+            "event_type",
+            "destination",
+            "message_uuid",
+            "state",
+            "attempts",
+            "created_at",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "delivered_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "event_id": {"type": "string", "description": "The webhook-id / Nats-Msg-Id."},
+            "event_type": {"type": "string", "enum": ["message.received", "message.status"]},
+            "destination": {"type": "string"},
+            "message_uuid": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending", "delivered", "dead"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "created_at": {"type": "string", "format": "date-time"},
+            "next_attempt_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When it is tried next (pending only).",
+            },
+            "last_status_code": {"type": ["integer", "null"]},
+            "last_error": _NULLABLE_STRING,
+            "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "DeliveryPage": {
+        "type": "object",
+        "required": ["deliveries", "next_cursor"],
+        "properties": {
+            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+            "next_cursor": _NULLABLE_STRING,
         },
     },
     "Media": {
@@ -377,7 +436,10 @@ OPENAPI: dict[str, Any] = {
     },
     "tags": [
         {"name": "webhooks", "description": "Called by Plivo; signed with your auth token."},
-        {"name": "admin", "description": "Read-only; needs the bearer token (--admin-token)."},
+        {
+            "name": "admin",
+            "description": "Needs the bearer token (--admin-token); reads, and one retry.",
+        },
         {"name": "service", "description": "Health and this description."},
     ],
     "paths": {
@@ -438,6 +500,53 @@ OPENAPI: dict[str, Any] = {
             _json("A page of rejections.", "RejectionPage", _NO_STORE),
             _PAGE_PARAMETERS,
         ),
+        "/api/deliveries": _admin(
+            "Forwarded events, one per destination, newest first",
+            "list_deliveries",
+            _json("A page of deliveries.", "DeliveryPage", _NO_STORE),
+            [
+                *_PAGE_PARAMETERS,
+                {
+                    "name": "state",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["pending", "delivered", "dead"]},
+                },
+                {
+                    "name": "message_uuid",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "destination",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                },
+            ],
+        ),
+        "/api/deliveries/{delivery_id}/retry": {
+            "post": {
+                "summary": "Make a dead or pending event due now",
+                "operationId": "retry_delivery",
+                "tags": ["admin"],
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "delivery_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[^/]+$"},
+                    }
+                ],
+                "responses": {
+                    "200": _json("The delivery, pending and due now.", "Delivery", _NO_STORE),
+                    "409": _json("Already delivered.", "Error"),
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This description",
@@ -464,8 +573,10 @@ OPENAPI: dict[str, Any] = {
     },
 }
 # The 400 of the admin API: a bad limit or cursor.
-for _path in ("/api/messages", "/api/rejections"):
-    OPENAPI["paths"][_path]["get"]["responses"]["400"] = _json("A bad limit or cursor.", "Error")
+for _path in ("/api/messages", "/api/rejections", "/api/deliveries"):
+    OPENAPI["paths"][_path]["get"]["responses"]["400"] = _json(
+        "A bad limit, cursor or state.", "Error"
+    )
 
 _BODY = orjson.dumps(OPENAPI)
 

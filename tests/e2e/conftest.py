@@ -62,7 +62,9 @@ class Server:
             env=env,
             start_new_session=True,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        # The queue goes with the thread: a killed process's pump, ending late, must not tell
+        # the process started after it that it exited.
+        threading.Thread(target=self._pump, args=(self.proc, self._ready), daemon=True).start()
         try:
             line = self._ready.get(timeout=timeout)
         except queue.Empty:
@@ -72,13 +74,13 @@ class Server:
             raise AssertionError(f"server not ready ({line}):\n" + "\n".join(self.lines[-40:]))
         return self
 
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
+    def _pump(self, proc: subprocess.Popen[str], ready: queue.Queue[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             self.lines.append(line.rstrip())
             if line.startswith("plivohook ready on "):
-                self._ready.put(line)
-        self._ready.put("exited")
+                ready.put(line)
+        ready.put("exited")
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no goodbye, no flush."""

@@ -51,6 +51,9 @@ class Receiver:
     in_flight: int = 0
     most_in_flight: int = 0
     huge_sent: int = 0
+    busy_seconds: float = 0.2
+    overlaps: int = 0
+    ids_in_flight: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def app(self) -> Starlette:
@@ -106,16 +109,23 @@ class Receiver:
             return StreamingResponse(slowly(), media_type="text/plain")
 
         async def busy(request: Request) -> Response:
-            webhook.verify(await request.body(), dict(request.headers))
+            raw = await request.body()
+            body = webhook.verify(raw, dict(request.headers))
+            event_id = request.headers["webhook-id"]
             with self.lock:
                 self.in_flight += 1
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                if event_id in self.ids_in_flight:
+                    self.overlaps += 1  # two deliveries of one event at the same time
+                self.ids_in_flight.add(event_id)
+                self.seen[event_id] += 1
             try:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(self.busy_seconds)
             finally:
                 with self.lock:
                     self.in_flight -= 1
-            self.received.append(Received(request.headers["webhook-id"], {}, 200))
+                    self.ids_in_flight.discard(event_id)
+            self.received.append(Received(event_id, body, 200))
             return Response(status_code=200)
 
         return Starlette(

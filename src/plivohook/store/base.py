@@ -22,6 +22,7 @@ from typing import Any, Literal
 __all__ = [
     "MessageWrite",
     "NonceClaim",
+    "OutboxEvent",
     "Outcome",
     "Page",
     "RejectionWrite",
@@ -108,6 +109,21 @@ def request_fingerprint(kind: str, query: str, params: Pairs) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event to hand on, stored with its record: one outbox row per destination.
+
+    Only a record stored now (Outcome.STORED) gets its rows; a duplicate, a retry or a replay
+    writes none, so one delivery from Plivo makes one event however often it comes.
+    """
+
+    id: str  # forward.event.Event.id
+    type: str  # "message.received" or "message.status"
+    conversation: str  # the ordering key
+    payload: bytes  # the JSON sent, as is, on every attempt
+    destinations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MessageWrite:
     """An inbound message with the answer already decided (it is stored with the message)."""
 
@@ -125,6 +141,7 @@ class MessageWrite:
     fingerprint: str
     nonce: NonceClaim | None = None
     extra_nonce: NonceClaim | None = None  # see claims()
+    events: tuple[OutboxEvent, ...] = ()  # the outbox rows, when it is stored now
     kind: Literal["message"] = "message"
 
 
@@ -145,6 +162,7 @@ class StatusWrite:
     fingerprint: str  # duplicates of one report share it: stored once
     nonce: NonceClaim | None = None
     extra_nonce: NonceClaim | None = None  # see claims()
+    events: tuple[OutboxEvent, ...] = ()  # the outbox rows, when it is stored now
     kind: Literal["status"] = "status"
 
 

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -36,6 +36,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb, set_json_loads
 
+from . import outbox as ob
 from .base import (
     MessageWrite,
     Outcome,
@@ -59,6 +60,8 @@ log = logging.getLogger("plivohook.store")
 
 # pg_advisory_xact_lock key serializing migrations between processes ("plivohok" in ASCII).
 MIGRATION_LOCK = 0x706C69766F686F6B
+# pg_advisory_xact_lock(OUTBOX_LOCK, hashtext(destination)): one claim per destination at a time.
+OUTBOX_LOCK = 0x706C6F62  # "plob"
 _MAX_BIGINT = 2**63 - 1
 _OUTCOMES = {outcome.value: outcome for outcome in Outcome}
 # SQLSTATE classes that belong to one operation's data, not to the database's health.
@@ -124,6 +127,18 @@ def _op_document(op: WriteOp) -> dict[str, Any]:
         }
     else:
         raise TypeError(f"not a write operation: {type(op).__name__}")
+    events = getattr(op, "events", ())
+    if events:  # read by plivohook_apply from migration 0004 on (its "forward" block)
+        doc["ev"] = [
+            {
+                "id": ev.id,
+                "t": ev.type,
+                "c": ev.conversation,
+                "p": ev.payload.decode("utf-8"),  # orjson's output: UTF-8, kept byte for byte
+                "d": list(ev.destinations),
+            }
+            for ev in events
+        ]
     if op.nonce is not None:
         doc["nk"] = op.nonce.key
         doc["nf"] = op.nonce.fingerprint
@@ -313,6 +328,7 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
         self._state = "new"  # new -> open -> closing -> closed
         self._warned_at = float("-inf")
         self._failed_ops = 0
+        self.holder = ob.holder_name()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -574,3 +590,86 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
                     return cur.rowcount
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
+
+    # -- the outbox (forward.outbox.Outbox): any number of workers, anywhere -------------------
+
+    async def _outbox_exec(
+        self, sql: str, args: Sequence[Any], *, lock: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One statement (after the destination's claim lock, if given): its rows and rowcount."""
+        try:
+            async with (
+                self._connection() as conn,
+                asyncio.timeout(self._timeout + 2),
+                conn.transaction(),
+            ):
+                if lock is not None:
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [OUTBOX_LOCK, lock]
+                    )
+                cur = await conn.execute(self.dialect.sql(sql).encode(), args)
+                rows: list[dict[str, Any]] = []
+                if cur.description is not None:
+                    names = [column.name for column in cur.description]
+                    rows = [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+                return rows, cur.rowcount
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
+
+    async def claim_due(
+        self, destination: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[Any]:
+        # The claim lock makes claims of one destination take turns: without it, a row locked
+        # by a claim in progress would be skipped and the next row of its conversation, which
+        # looks free, claimed beside it, out of order. SKIP LOCKED still passes over rows that a
+        # worker is updating (its lease, in the snapshot, holds their conversation back anyway).
+        sql = (
+            f"UPDATE outbox SET leased_until = ?, leased_by = ? WHERE id IN ("  # noqa: S608
+            f"{ob.CLAIM_CANDIDATES} FOR UPDATE OF o SKIP LOCKED) RETURNING {ob.ROW_COLUMNS}"
+        )
+        until = now + timedelta(seconds=lease_seconds)
+        rows, _ = await self._outbox_exec(
+            sql, [until, self.holder, destination, now, now, now, now, limit], lock=destination
+        )
+        return sorted((ob.outbox_row(row, _utc) for row in rows), key=lambda r: r.id)
+
+    async def mark_delivered(self, row_id: int, *, now: datetime, status_code: int | None) -> None:
+        await self._outbox_exec(ob.MARK_DELIVERED, [now, status_code, row_id])
+
+    async def mark_failed(
+        self,
+        row_id: int,
+        *,
+        now: datetime,
+        next_attempt_at: datetime,
+        status_code: int | None,
+        error: str | None,
+    ) -> None:
+        await self._outbox_exec(
+            ob.MARK_FAILED, [next_attempt_at, status_code, clean(error), row_id]
+        )
+
+    async def mark_dead(
+        self, row_id: int, *, now: datetime, status_code: int | None, error: str | None
+    ) -> None:
+        await self._outbox_exec(ob.MARK_DEAD, [status_code, clean(error), row_id])
+
+    async def release(self, row_ids: Sequence[int]) -> None:
+        if row_ids:
+            await self._outbox_exec(
+                "UPDATE outbox SET leased_until = NULL, leased_by = NULL WHERE id = ANY(?)",
+                [list(row_ids)],
+            )
+
+    async def retry_delivery(self, delivery_id: int, now: datetime) -> bool:
+        """A dead or pending row due now; False when there is no such row (or it was delivered)."""
+        _, count = await self._outbox_exec(ob.RETRY_ONE, [now, delivery_id])
+        return count > 0
+
+    async def retry_dead(self, now: datetime) -> int:
+        """Every dead row due now; returns how many."""
+        _, count = await self._outbox_exec(ob.RETRY_DEAD, [now])
+        return count
+
+    async def release_outbox_lease(self) -> None:
+        """Nothing to give up: PostgreSQL's leases are per row."""

@@ -23,6 +23,8 @@ from typing import Any, TypedDict
 from .base import Page, clean, decode_cursor, encode_cursor
 
 __all__ = [
+    "DELIVERY_STATES",
+    "DeliveryView",
     "Dialect",
     "MessageView",
     "RejectionView",
@@ -77,6 +79,26 @@ class RejectionView(TypedDict):
     reason: str
     received_at: datetime
     signature_scheme: str
+
+
+DELIVERY_STATES = ("pending", "delivered", "dead")
+
+
+class DeliveryView(TypedDict):
+    """One event for one destination (an outbox row), as the API and the CLI show it."""
+
+    id: int
+    event_id: str
+    event_type: str
+    destination: str
+    message_uuid: str
+    state: str  # pending, delivered or dead
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None  # pending only
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +158,10 @@ _REJECTION_SELECT = (
     "SELECT id, method, path, query, headers, body, reason, received_at, signature_scheme"
     " FROM rejections"
 )
+_DELIVERY_SELECT = (
+    "SELECT id, event_id, event_type, destination, message_uuid, state, attempts, created_at,"
+    " next_attempt_at, last_status_code, last_error, delivered_at FROM outbox"
+)
 TABLES = ("messages", "statuses", "rejections", "nonces")
 
 
@@ -194,6 +220,79 @@ class SQLReads(abc.ABC):
             "reason": row["reason"],
             "received_at": d.time(row["received_at"]),
             "signature_scheme": row["signature_scheme"],
+        }
+
+    def delivery_view(self, row: dict[str, Any]) -> DeliveryView:
+        d = self.dialect
+        pending = row["state"] == "pending"
+        return {
+            "id": row["id"],
+            "event_id": row["event_id"],
+            "event_type": row["event_type"],
+            "destination": row["destination"],
+            "message_uuid": row["message_uuid"],
+            "state": row["state"],
+            "attempts": row["attempts"],
+            "created_at": d.time(row["created_at"]),
+            "next_attempt_at": d.time(row["next_attempt_at"]) if pending else None,
+            "last_status_code": row["last_status_code"],
+            "last_error": row["last_error"],
+            "delivered_at": d.time(row["delivered_at"]) if row["delivered_at"] else None,
+        }
+
+    async def list_deliveries(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        state: str | None = None,
+        message_uuid: str | None = None,
+        destination: str | None = None,
+    ) -> Page:
+        """Outbox rows, newest first; ``state`` is one of DELIVERY_STATES (else ValueError)."""
+        _check_limit(limit)
+        where: list[str] = []
+        args: list[Any] = []
+        if (before := _before(cursor)) is not None:
+            where.append("id < ?")
+            args.append(before)
+        if state is not None:
+            if state not in DELIVERY_STATES:
+                raise ValueError(f"state must be one of {', '.join(DELIVERY_STATES)}")
+            where.append("state = ?")
+            args.append(state)
+        if message_uuid is not None:
+            where.append("message_uuid = ?")
+            args.append(clean(message_uuid))
+        if destination is not None:
+            where.append("destination = ?")
+            args.append(clean(destination))
+        sql = _DELIVERY_SELECT
+        if where:  # only constant fragments are joined; every value is a parameter
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._rows(self.dialect.sql(sql), args)
+        return page_of(rows, limit, self.delivery_view)
+
+    async def get_delivery(self, delivery_id: int) -> DeliveryView | None:
+        rows = await self._rows(self.dialect.sql(f"{_DELIVERY_SELECT} WHERE id = ?"), [delivery_id])
+        return self.delivery_view(rows[0]) if rows else None
+
+    async def outbox_stats(self) -> dict[str, Any]:
+        """``pending`` and ``dead`` counts, and ``oldest_pending`` (its created_at, or None)."""
+        rows = await self._rows(
+            "SELECT (SELECT count(*) FROM outbox WHERE state = 'pending') AS pending,"
+            " (SELECT count(*) FROM outbox WHERE state = 'dead') AS dead,"
+            " (SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1)"
+            " AS oldest"
+        )
+        row = rows[0]
+        oldest = row["oldest"]
+        return {
+            "pending": int(row["pending"]),
+            "dead": int(row["dead"]),
+            "oldest_pending": self.dialect.time(oldest) if oldest is not None else None,
         }
 
     async def list_messages(

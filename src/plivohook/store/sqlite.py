@@ -21,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from . import outbox as ob
 from .base import (
     MessageWrite,
     Outcome,
@@ -368,6 +369,22 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
         for i, _op in statuses:
             results[i] = WriteResult(Outcome.STORED) if i in won else WriteResult(again(i))
 
+    # The outbox rows of what was stored now, in batch order (the conversation's order).
+    outbox = [
+        (ev.id, ev.type, dest, ev.payload, ev.conversation, op.message_uuid, stamps[i], stamps[i])
+        for i, op in enumerate(ops)
+        if op.kind != "rejection" and op.events and results[i].outcome is Outcome.STORED  # type: ignore[union-attr]
+        for ev in op.events  # type: ignore[union-attr]
+        for dest in ev.destinations
+    ]
+    if outbox:
+        conn.executemany(
+            "INSERT INTO outbox (event_id, event_type, destination, payload, conversation,"
+            " message_uuid, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (destination, event_id) DO NOTHING",
+            [_row(*row) for row in outbox],
+        )
+
     if rejections:
         conn.executemany(
             "INSERT INTO rejections (method, path, query, headers, body, reason, received_at,"
@@ -400,6 +417,12 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._writer_conn: sqlite3.Connection | None = None
+        # The outbox's own connection and its small group commit (see _outbox_tx).
+        self._outbox_conn: sqlite3.Connection | None = None
+        self._outbox_queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
+        self._outbox_drainer: asyncio.Task[None] | None = None
+        self._outbox_lock = threading.Lock()
+        self.holder = ob.holder_name()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -413,6 +436,11 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
             conn = _connect(self.path)
             _migrate(conn)
             self._reader = _connect(self.path)
+            self._outbox_conn = _connect(self.path)
+            # Losing an outbox update to a power cut (not to a crash: WAL keeps it) only means an
+            # event delivered again or a lease taken again, which at-least-once allows; sparing
+            # its fsync keeps the worker's updates out of the message writer's way.
+            self._outbox_conn.execute("PRAGMA synchronous=NORMAL")
             # The loop never waits on a lock: when another process holds the write lock, the
             # batch is handed whole to the commit thread, which may wait (see _flush).
             conn.execute("PRAGMA busy_timeout=0")
@@ -444,6 +472,11 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
     async def close(self) -> None:
         while self._pending or self._busy:  # let the writes in flight finish
             await asyncio.sleep(0.005)
+        if self._outbox_conn is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self.release_outbox_lease()
+            while self._outbox_drainer is not None:
+                await asyncio.sleep(0.005)
         if self._committer is not None:
             if self._writer_conn is not None:
                 with contextlib.suppress(Exception):
@@ -452,10 +485,10 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
                     )
             self._committer.shutdown(wait=True)
             self._committer = None
-        for conn in (self._reader, self._writer_conn):
+        for conn in (self._reader, self._writer_conn, self._outbox_conn):
             if conn is not None:
                 conn.close()
-        self._reader = self._writer_conn = None
+        self._reader = self._writer_conn = self._outbox_conn = None
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -619,6 +652,158 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
                 conn.close()
 
         return await asyncio.to_thread(run)
+
+    # -- the outbox (forward.outbox.Outbox): one worker per database file ---------------------
+    #
+    # Updates from the worker go through a small group commit of their own on their own
+    # connection: the outcomes of one round's deliveries arrive together and share a commit.
+
+    async def _outbox_tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        conn = self._outbox_conn
+        if conn is None:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        drainer = self._outbox_drainer
+        if drainer is not None and drainer.get_loop() is not loop:
+            # Called from another event loop than the batch's (a test client's portal, say):
+            # a transaction of its own rather than a future the other loop would resolve.
+            try:
+                return (await asyncio.to_thread(self._outbox_locked, conn, [fn]))[0]
+            except Exception as exc:
+                raise StoreUnavailable(f"the outbox update failed: {exc}") from exc
+        future: asyncio.Future[Any] = loop.create_future()
+        self._outbox_queue.append((fn, future))
+        if drainer is None:
+            self._outbox_drainer = loop.create_task(self._outbox_drain())
+        return await future
+
+    def _outbox_locked(
+        self, conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[Any]:
+        with self._outbox_lock:  # one transaction at a time on the outbox's connection
+            return _outbox_batch(conn, fns)
+
+    async def _outbox_drain(self) -> None:
+        try:
+            while self._outbox_queue and self._outbox_conn is not None:
+                batch, self._outbox_queue = self._outbox_queue, []
+                conn = self._outbox_conn
+                try:
+                    fns = [fn for fn, _future in batch]
+                    results = await asyncio.to_thread(self._outbox_locked, conn, fns)
+                except Exception as exc:
+                    failure = StoreUnavailable(f"the outbox update failed: {exc}")
+                    for _fn, future in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                    continue
+                for (_fn, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._outbox_drainer = None
+
+    async def claim_due(
+        self, destination: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[Any]:
+        stamp, until, holder = _iso(now), _iso(now + timedelta(seconds=lease_seconds)), self.holder
+
+        def claim(conn: sqlite3.Connection) -> list[Any]:
+            lease = conn.execute(
+                "SELECT holder, expires_at FROM outbox_lease WHERE id = 1"
+            ).fetchone()
+            if lease is not None and lease[0] != holder and lease[1] > stamp:
+                return []  # another worker delivers from this file until its lease expires
+            conn.execute(
+                "INSERT INTO outbox_lease (id, holder, expires_at) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET holder = excluded.holder,"
+                " expires_at = excluded.expires_at",
+                (holder, until),
+            )
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    ob.CLAIM_CANDIDATES, (destination, stamp, stamp, stamp, stamp, limit)
+                )
+            ]
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            conn.execute(
+                f"UPDATE outbox SET leased_until = ?, leased_by = ? WHERE id IN ({marks})",  # noqa: S608
+                [until, holder, *ids],
+            )
+            cur = conn.execute(
+                f"SELECT {ob.ROW_COLUMNS} FROM outbox WHERE id IN ({marks}) ORDER BY id",  # noqa: S608
+                ids,
+            )
+            names = [column[0] for column in cur.description]
+            return [
+                ob.outbox_row(dict(zip(names, row, strict=True)), _dt) for row in cur.fetchall()
+            ]
+
+        return await self._outbox_tx(claim)
+
+    async def release_outbox_lease(self) -> None:
+        """Give up the file-wide lease (at shutdown), so that another worker starts at once."""
+        holder = self.holder
+        await self._outbox_tx(
+            lambda conn: conn.execute("DELETE FROM outbox_lease WHERE holder = ?", (holder,))
+        )
+
+    async def mark_delivered(self, row_id: int, *, now: datetime, status_code: int | None) -> None:
+        args = (_iso(now), status_code, row_id)
+        await self._outbox_tx(lambda conn: conn.execute(ob.MARK_DELIVERED, args))
+
+    async def mark_failed(
+        self,
+        row_id: int,
+        *,
+        now: datetime,
+        next_attempt_at: datetime,
+        status_code: int | None,
+        error: str | None,
+    ) -> None:
+        args = (_iso(next_attempt_at), status_code, _clean(error), row_id)
+        await self._outbox_tx(lambda conn: conn.execute(ob.MARK_FAILED, args))
+
+    async def mark_dead(
+        self, row_id: int, *, now: datetime, status_code: int | None, error: str | None
+    ) -> None:
+        args = (status_code, _clean(error), row_id)
+        await self._outbox_tx(lambda conn: conn.execute(ob.MARK_DEAD, args))
+
+    async def release(self, row_ids: Sequence[int]) -> None:
+        ids = list(row_ids)
+        if not ids:
+            return
+        marks = ", ".join("?" * len(ids))
+        sql = f"UPDATE outbox SET leased_until = NULL, leased_by = NULL WHERE id IN ({marks})"  # noqa: S608
+        await self._outbox_tx(lambda conn: conn.execute(sql, ids))
+
+    async def retry_delivery(self, delivery_id: int, now: datetime) -> bool:
+        """A dead or pending row due now; False when there is no such row (or it was delivered)."""
+        args = (_iso(now), delivery_id)
+        return await self._outbox_tx(lambda conn: conn.execute(ob.RETRY_ONE, args).rowcount > 0)
+
+    async def retry_dead(self, now: datetime) -> int:
+        """Every dead row due now; returns how many."""
+        args = (_iso(now),)
+        return await self._outbox_tx(lambda conn: conn.execute(ob.RETRY_DEAD, args).rowcount)
+
+
+def _outbox_batch(
+    conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]
+) -> list[Any]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = [fn(conn) for fn in fns]
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return results
 
 
 BEGIN_RETRIES = 50  # times BEGIN_RETRY_DELAY: how long the loop retries a taken write lock

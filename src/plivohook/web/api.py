@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from ..store import Store, StoreUnavailable
 from ..store.base import decode_cursor
-from .asgi import ASGIApp, json_response
+from ..store.reads import DELIVERY_STATES
+from .asgi import ASGIApp, json_response, now
 from .middleware import BearerAuth, SecurityHeaders
 
 __all__ = [
@@ -131,6 +132,35 @@ class AdminAPI:
         found = await self._store().list_rejections(limit=page.limit, cursor=page.cursor)
         return json_response({"rejections": found.items, "next_cursor": found.next_cursor})
 
+    async def deliveries(self, request: Request) -> Response:
+        page = page_query(request)
+        params = request.query_params
+        state = params.get("state") or None
+        if state is not None and state not in DELIVERY_STATES:
+            raise BadQuery(f"state must be one of {', '.join(DELIVERY_STATES)}")
+        found = await self._store().list_deliveries(  # type: ignore[attr-defined]
+            limit=page.limit,
+            cursor=page.cursor,
+            state=state,
+            message_uuid=params.get("message_uuid") or None,
+            destination=params.get("destination") or None,
+        )
+        return json_response({"deliveries": found.items, "next_cursor": found.next_cursor})
+
+    async def retry_delivery(self, request: Request) -> Response:
+        raw = request.path_params["delivery_id"]
+        # ASCII digits only (int() takes other scripts' digits and underscores too).
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+            return _problem(404, "no delivery with that id")
+        store: Any = self._store()
+        delivery_id = int(raw)
+        if not await store.retry_delivery(delivery_id, now()):
+            found = await store.get_delivery(delivery_id)
+            if found is None:
+                return _problem(404, "no delivery with that id")
+            return _problem(409, "already delivered: nothing to retry")
+        return json_response(await store.get_delivery(delivery_id))
+
 
 async def _bad_query(_request: Request, exc: Exception) -> Response:
     return _problem(400, str(exc))
@@ -153,6 +183,8 @@ def api_app(store_ref: Callable[[], Store], admin_token: str | None) -> ASGIApp:
             Route("/messages/{message_uuid}", api.message, methods=["GET"]),
             Route("/statuses/{message_uuid}", api.statuses, methods=["GET"]),
             Route("/rejections", api.rejections, methods=["GET"]),
+            Route("/deliveries", api.deliveries, methods=["GET"]),
+            Route("/deliveries/{delivery_id}/retry", api.retry_delivery, methods=["POST"]),
         ],
         exception_handlers={BadQuery: _bad_query, StoreUnavailable: _unavailable, 404: _not_found},
     )

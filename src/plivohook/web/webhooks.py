@@ -187,6 +187,9 @@ class Webhooks:
         self.skip_verify = settings.insecure_skip_verify
         self.decide_reply: ReplyDecider = self.auto_reply
         self.write_extensions: list[WriteExtension] = []
+        # Called after a commit that stored a write carrying events (the forwarding worker's
+        # wake-up): a poll would find them anyway, a second later.
+        self.enqueued: list[Callable[[], None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         seen = _Seen()
@@ -348,6 +351,9 @@ class Webhooks:
         if result.outcome is Outcome.REPLAY:
             self.counters["replays_refused"] += 1
             raise WebhookError(403, "nonce already used by another request")
+        if op.events and result.outcome is Outcome.STORED:
+            for notify in self.enqueued:
+                notify()
         return result
 
     def answer(
