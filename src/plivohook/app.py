@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -23,6 +25,7 @@ from starlette.routing import Mount, Route
 
 from .config import Settings
 from .openapi import openapi_json
+from .replies.service import Replies
 from .store import Store, StoreUnavailable, open_store
 from .web.api import api_app
 from .web.asgi import Receive, Scope, Send, json_response, now
@@ -56,6 +59,14 @@ class PlivohookApp:
         )
         self.counters: Counter[str] = Counter()
         self.webhooks = Webhooks(self.settings, lambda: self.store, self.counters)
+        # Replies (compliance, rules, handler): the answer is decided in a write extension, for
+        # both opt-out states, and the store keeps the one that applies; --auto-reply is the
+        # rules' [default], so the plain auto_reply decision has nothing left to do.
+        self.replies = Replies(self.settings, self.counters)
+        self.webhooks.decide_reply = _no_reply
+        self.webhooks.write_extensions.append(self.replies.extend)
+        self.webhooks.after_commit = self.replies.after_commit
+        self._hup_installed = False
         self.started = False
         # Long-running jobs started with the app and cancelled at shutdown: nonce pruning today;
         # delivery workers and retention register here too.
@@ -129,10 +140,23 @@ class PlivohookApp:
             )
         await self.store.open()
         self.started = True
+        self._install_hup()
         for name, task in self._tasks.items():
             self._running.append(asyncio.create_task(task(), name=f"plivohook-{name}"))
 
+    def _install_hup(self) -> None:
+        """SIGHUP reloads the rules file (each worker process of --workers on its own)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # an in-process test client: signals are for the main thread only
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.replies.reload)
+            self._hup_installed = True
+
     async def shutdown(self) -> None:
+        if self._hup_installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._hup_installed = False
         running, self._running = self._running, []
         for task in running:
             task.cancel()
@@ -185,7 +209,13 @@ class PlivohookApp:
         except (StoreUnavailable, TimeoutError) as exc:
             reason = str(exc) or "no answer within 2 s"
             return json_response({"status": "unavailable", "database": reason}, 503)
-        return json_response({"status": "ok", "database": "ok"})
+        body: dict[str, object] = {"status": "ok", "database": "ok"}
+        rules = self.replies.health()
+        if rules is not None:
+            # Still 200: the server answers with the rules in force; "ok" says whether they
+            # are the file on disk.
+            body["rules"] = rules
+        return json_response(body)
 
     async def _store_unavailable(self, _request: Request, _exc: Exception) -> Response:
         return json_response({"error": "database unavailable, retry later"}, 503)
@@ -198,6 +228,10 @@ class PlivohookApp:
 
     async def _crash(self, _request: Request, _exc: Exception) -> Response:
         return json_response({"error": "internal error"}, 500)
+
+
+def _no_reply(_message: object) -> None:
+    return None
 
 
 def create_app(settings: Settings, store: Store | None = None) -> PlivohookApp:

@@ -241,6 +241,13 @@ def serve(**options: Any) -> None:
         raise click.UsageError(str(exc)) from None
     from .server import run
 
+    from .replies.service import check_settings
+
+    try:
+        # A bad rules file or handler: one line naming the file, the rule and the reason.
+        check_settings(settings)
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
     problem = port_problem(settings.host, settings.port)
     if problem:
         raise SetupError(problem)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qsl, quote
@@ -42,6 +42,7 @@ from .asgi import Receive, Scope, Send, now, send_response
 
 __all__ = [
     "WEBHOOK_PATHS",
+    "AfterCommit",
     "Inbound",
     "ReplyDecider",
     "Verified",
@@ -148,6 +149,10 @@ class Verified:
 # carries into its transaction (outbox rows, say). Both run before the commit, on the hot path.
 ReplyDecider = Callable[[InboundMessage], "str | None"]
 WriteExtension = Callable[["MessageWrite | StatusWrite"], "MessageWrite | StatusWrite"]
+# Plug point 3: after a message's commit, may change the answer (a second commit of its own).
+AfterCommit = Callable[
+    [Store, InboundMessage, MessageWrite, WriteResult], Awaitable[WriteResult]
+]
 
 
 class Webhooks:
@@ -172,6 +177,9 @@ class Webhooks:
     * ``write_extensions`` (:data:`WriteExtension` functions): each may return the write with
       more in it (``dataclasses.replace``), committed in the same transaction, e.g. the outbox
       rows that hand the message on. Empty by default: a loop over nothing costs nothing.
+    * ``after_commit`` (an :data:`AfterCommit`, None by default): runs after a message's commit
+      and may return another result, e.g. the user's handler's answer, stored by a second commit
+      of its own so that a retry gets it too. A StoreUnavailable there answers 503.
     """
 
     def __init__(self, settings: Settings, store_ref: Callable[[], Store], counters: Counter):
@@ -187,6 +195,7 @@ class Webhooks:
         self.skip_verify = settings.insecure_skip_verify
         self.decide_reply: ReplyDecider = self.auto_reply
         self.write_extensions: list[WriteExtension] = []
+        self.after_commit: AfterCommit | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         seen = _Seen()
@@ -219,6 +228,15 @@ class Webhooks:
         parsed = await self.parse(store, request, verified)
         op = self.build_write(request, verified, parsed)
         result = await self.commit(store, request, verified, op)
+        if self.after_commit is not None and isinstance(op, MessageWrite):
+            assert isinstance(parsed, InboundMessage)
+            try:
+                result = await self.after_commit(store, parsed, op, result)  # plug point 3
+            except StoreUnavailable as exc:
+                log.warning("store unavailable after the commit: %s", exc)
+                raise WebhookError(
+                    503, "database unavailable, retry later", [(b"retry-after", b"5")]
+                ) from None
         return 200, self.answer(kind, parsed, result), _XML_HEADERS
 
     # -- the stages ------------------------------------------------------------------------------
