@@ -10,7 +10,7 @@ import pytest
 
 from plivohook.openapi import OPENAPI
 from plivohook.protocol import params
-from plivohook.store.reads import MessageView, RejectionView, StatusView
+from plivohook.store.reads import MessageView, OptOutView, RejectionView, StatusView
 
 SCHEMAS = OPENAPI["components"]["schemas"]
 
@@ -43,7 +43,12 @@ SHOWN_AS = {"params": {"object"}}
 
 @pytest.mark.parametrize(
     ("schema", "view"),
-    [("Message", MessageView), ("Status", StatusView), ("Rejection", RejectionView)],
+    [
+        ("Message", MessageView),
+        ("Status", StatusView),
+        ("Rejection", RejectionView),
+        ("OptOut", OptOutView),
+    ],
 )
 def test_each_schema_has_exactly_the_fields_of_its_view_with_their_types(schema, view):
     document = SCHEMAS[schema]

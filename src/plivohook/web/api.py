@@ -76,7 +76,9 @@ def phone_number(value: str | None, name: str) -> str:
     if not text:
         raise BadQuery(f"{name} must not be empty")
     if len(text) > MAX_NUMBER or not text.isprintable() or " " in text:
-        raise BadQuery(f"{name} must be a phone number or sender id (at most {MAX_NUMBER} characters)")
+        raise BadQuery(
+            f"{name} must be a phone number or sender id (at most {MAX_NUMBER} characters)"
+        )
     return text
 
 

@@ -150,9 +150,7 @@ class Verified:
 ReplyDecider = Callable[[InboundMessage], "str | None"]
 WriteExtension = Callable[["MessageWrite | StatusWrite"], "MessageWrite | StatusWrite"]
 # Plug point 3: after a message's commit, may change the answer (a second commit of its own).
-AfterCommit = Callable[
-    [Store, InboundMessage, MessageWrite, WriteResult], Awaitable[WriteResult]
-]
+AfterCommit = Callable[[Store, InboundMessage, MessageWrite, WriteResult], Awaitable[WriteResult]]
 
 
 class Webhooks:
