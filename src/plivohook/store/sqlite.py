@@ -254,11 +254,11 @@ def _apply_optouts(
     pairs = sorted({(_clean(op.to_number), _clean(op.from_number)) for _, op in items})
     opted: set[tuple[str, str]] = set()
     for chunk in _chunks(pairs):
-        marks = ", ".join(["(?, ?)"] * len(chunk))
+        marks = ", ".join(["(?, ?)"] * len(chunk))  # placeholders only: values are parameters
+        sql = f"SELECT to_number, from_number FROM opt_outs WHERE (to_number, from_number) IN (VALUES {marks})"  # noqa: S608, E501
         opted.update(
             conn.execute(
-                "SELECT to_number, from_number FROM opt_outs"
-                f" WHERE (to_number, from_number) IN (VALUES {marks})",
+                sql,
                 [value for pair in chunk for value in pair],
             ).fetchall()
         )
