@@ -59,12 +59,10 @@ class PlivohookApp:
         )
         self.counters: Counter[str] = Counter()
         self.webhooks = Webhooks(self.settings, lambda: self.store, self.counters)
-        # Replies (compliance, rules, handler): the answer is decided in a write extension, for
-        # both opt-out states, and the store keeps the one that applies; --auto-reply is the
-        # rules' [default], so the plain auto_reply decision has nothing left to do.
+        # Replies (compliance, rules, handler): the answer is decided for both opt-out states
+        # and the store keeps the one that applies; --auto-reply is the rules' [default].
         self.replies = Replies(self.settings, self.counters)
-        self.webhooks.decide_reply = _no_reply
-        self.webhooks.write_extensions.append(self.replies.extend)
+        self.webhooks.decide_reply = self.replies.decide_reply
         self.webhooks.after_commit = self.replies.after_commit
         self._hup_installed = False
         self.started = False
@@ -228,10 +226,6 @@ class PlivohookApp:
 
     async def _crash(self, _request: Request, _exc: Exception) -> Response:
         return json_response({"error": "internal error"}, 500)
-
-
-def _no_reply(_message: object) -> None:
-    return None
 
 
 def create_app(settings: Settings, store: Store | None = None) -> PlivohookApp:

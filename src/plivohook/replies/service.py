@@ -3,9 +3,11 @@
 The pure core (:mod:`.decide`) says what to answer for a given opt-out state. This module puts it
 on the request path without a read per message:
 
-* :meth:`Replies.extend` is a write extension (``Webhooks.write_extensions``): it decides twice,
-  once as if the sender had not opted out of the ``To`` number and once as if they had, and puts
-  both answers and the STOP/START action into the :class:`~plivohook.store.base.MessageWrite`.
+* :meth:`Replies.decide_reply` is plug point 1 (``Webhooks.decide_reply``): it decides for both
+  states, as if the sender had not opted out of the ``To`` number and as if they had, and the
+  :class:`~plivohook.store.base.ReplyPlan` (both answers and the STOP/START action) goes into the
+  :class:`~plivohook.store.base.MessageWrite`. An ordinary text (no compliance word or intent)
+  is decided once: opted out, it gets nothing.
   The store looks the opt-out up in the message's own transaction, applies the action, and keeps
   the answer for the state it found; every retry gets those bytes, even after a restart.
 * :meth:`Replies.after_commit` runs the handler when the stored answer is still
@@ -29,8 +31,9 @@ from typing import Any
 
 from ..config import ConfigError, Settings
 from ..protocol.params import InboundMessage
-from ..store.base import MessageWrite, StatusWrite, Store, WriteResult
-from .decide import callback_url_for, decide, handler_reply_xml, reply_xml
+from ..store.base import MessageWrite, ReplyPlan, Store, WriteResult
+from . import compliance
+from .decide import Decision, callback_url_for, decide, handler_reply_xml, reply_xml
 from .handlers import Handler, IncomingMessage, load_handler, run_handler
 from .rules import Rules, RulesError, load_rules
 
@@ -83,11 +86,14 @@ def _digest(path: str) -> str | None:
         return None
 
 
-def _intent(params: Any) -> str | None:
-    for key, value in params:
-        if key == "MessageIntent":
-            return value or None
-    return None
+def _xml(reply: bytes | None) -> str | None:
+    return reply.decode() if reply is not None else None
+
+
+def _text_reply(text: str, *, src: str, dst: str, callback_url: str | None) -> str | None:
+    return _xml(
+        reply_xml(Decision(None, text, "", False), src=src, dst=dst, callback_url=callback_url)
+    )
 
 
 class Replies:
@@ -104,32 +110,34 @@ class Replies:
 
     # -- the write (before the commit) ------------------------------------------------------------
 
-    def extend(self, op: MessageWrite | StatusWrite) -> MessageWrite | StatusWrite:
-        """The write extension: both answers and the action, decided now (see the module)."""
-        if not isinstance(op, MessageWrite) or op.reply is not None:
-            # A decide_reply of the embedder's own (plug point 1) already answered: it owns it.
-            return op
-        rules = self.rules  # one object for both decisions, even if a reload swaps it meanwhile
-        intent = _intent(op.params)
-        fields = {"text": op.text, "from_": op.from_number, "to": op.to_number}
-        opted_in = decide(**fields, message_intent=intent, rules=rules, opted_out=False)
-        opted_out = decide(**fields, message_intent=intent, rules=rules, opted_out=True)
-        callback = callback_url_for(self.public_url, op.message_uuid)
-        where = {"src": op.to_number, "dst": op.from_number, "callback_url": callback}
-        reply = reply_xml(opted_in, **where)
-        other = reply_xml(opted_out, **where) if opted_out.reply_text is not None else None
+    def decide_reply(self, message: InboundMessage) -> ReplyPlan:
+        """Plug point 1: the answer for both opt-out states and the action (see the module)."""
+        rules = self.rules  # one object for the whole decision, even if a reload swaps it
+        text, sender, ours = message.text, message.from_number, message.to_number
+        callback = callback_url_for(self.public_url, message.message_uuid)
+        where = {"src": ours, "dst": sender, "callback_url": callback}
+        if compliance.classify(text, message.message_intent) is None:
+            # The common case, decided once: an ordinary text gets the rules' answer (or the
+            # handler's) unless the sender opted out, who then gets nothing.
+            found = rules.match(text, sender, ours)
+            if found is not None:
+                xml = _text_reply(found.reply, **where)
+                return ReplyPlan(xml, found.source, None, "opted-out")
+            return ReplyPlan(None, HANDLER_PENDING if self.handler else "none", None, "opted-out")
+        fields = {"text": text, "from_": sender, "to": ours, "message_intent": None}
+        fields["message_intent"] = message.message_intent
+        opted_in = decide(**fields, rules=rules, opted_out=False)
+        opted_out = decide(**fields, rules=rules, opted_out=True)
         source = opted_in.source
         if opted_in.run_handler and self.handler is not None:
             source = HANDLER_PENDING
         # An opt-out applies in either state; an opt-in only reverses an existing opt-out.
-        action = opted_in.action or opted_out.action
-        return replace(
-            op,
-            reply=reply.decode() if reply is not None else None,
-            reply_source=source,
-            opted_out_reply=other.decode() if other is not None else None,
-            opted_out_source=opted_out.source,
-            optout_action=action,
+        return ReplyPlan(
+            _xml(reply_xml(opted_in, **where)),
+            source,
+            _xml(reply_xml(opted_out, **where)),
+            opted_out.source,
+            opted_in.action or opted_out.action,
         )
 
     # -- the handler (after the commit) ---------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "Outcome",
     "Page",
     "RejectionWrite",
+    "ReplyPlan",
     "StatusWrite",
     "Store",
     "StoreError",
@@ -108,6 +109,18 @@ def request_fingerprint(kind: str, query: str, params: Pairs) -> str:
     for key, value in sorted(params):
         parts.append(f"{len(key)}:{key}{len(value)}:{value}")
     return hashlib.sha256("".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPlan:
+    """The answer to a message, decided before its write for both opt-out states (see the
+    replies fields of :class:`MessageWrite`, which take these values)."""
+
+    reply: str | None
+    reply_source: str | None = None
+    opted_out_reply: str | None = None
+    opted_out_source: str | None = None
+    optout_action: Literal["optout", "optin"] | None = None
 
 
 @dataclass(frozen=True, slots=True)

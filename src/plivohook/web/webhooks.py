@@ -33,6 +33,7 @@ from ..store.base import (
     NonceClaim,
     Outcome,
     RejectionWrite,
+    ReplyPlan,
     StatusWrite,
     WriteOp,
     WriteResult,
@@ -147,7 +148,7 @@ class Verified:
 
 # The plug points (see Webhooks): what to answer an inbound message, and what else a write
 # carries into its transaction (outbox rows, say). Both run before the commit, on the hot path.
-ReplyDecider = Callable[[InboundMessage], "str | None"]
+ReplyDecider = Callable[[InboundMessage], "str | ReplyPlan | None"]
 WriteExtension = Callable[["MessageWrite | StatusWrite"], "MessageWrite | StatusWrite"]
 # Plug point 3: after a message's commit, may change the answer (a second commit of its own).
 AfterCommit = Callable[[Store, InboundMessage, MessageWrite, WriteResult], Awaitable[WriteResult]]
@@ -169,9 +170,11 @@ class Webhooks:
     grow this class:
 
     * ``decide_reply`` (a :data:`ReplyDecider`): given the parsed message, the Message XML to
-      answer (or None for ``<Response/>``). It is decided *before* the commit and stored with the
-      message in the same transaction, so that every retry of that MessageUUID gets the same
-      bytes. The default answers ``--auto-reply``; the replies package replaces it.
+      answer (or None for ``<Response/>``), or a :class:`~plivohook.store.base.ReplyPlan` with
+      the answer for both opt-out states (the replies package's :meth:`Replies.decide_reply`:
+      the store picks the one that applies). It is decided *before* the commit and stored with
+      the message in the same transaction, so that every retry of that MessageUUID gets the
+      same bytes. The default answers ``--auto-reply``; the app installs the replies package's.
     * ``write_extensions`` (:data:`WriteExtension` functions): each may return the write with
       more in it (``dataclasses.replace``), committed in the same transaction, e.g. the outbox
       rows that hand the message on. Empty by default: a loop over nothing costs nothing.
@@ -306,6 +309,9 @@ class Webhooks:
         """What to commit: the record, the answer decided now, and what the extensions add."""
         op: MessageWrite | StatusWrite
         if isinstance(parsed, InboundMessage):
+            plan = self.decide_reply(parsed)  # plug point 1
+            if plan is None or isinstance(plan, str):
+                plan = ReplyPlan(plan)
             op = MessageWrite(
                 message_uuid=parsed.message_uuid,
                 from_number=parsed.from_number,
@@ -316,11 +322,15 @@ class Webhooks:
                 params=request.params,
                 method=request.method,
                 received_at=verified.received_at,
-                reply=self.decide_reply(parsed),  # plug point 1
+                reply=plan.reply,
                 signature_scheme=verified.scheme,
                 fingerprint=verified.fingerprint,
                 nonce=verified.claim,
                 extra_nonce=verified.extra,
+                reply_source=plan.reply_source,
+                opted_out_reply=plan.opted_out_reply,
+                opted_out_source=plan.opted_out_source,
+                optout_action=plan.optout_action,
             )
         else:
             reply_to_uuid = None
