@@ -179,11 +179,40 @@ class ServerSpec:
         return self.database is not None
 
 
-def _plivohook(workers: int, bin_dir: Path = PROJECT_BIN) -> Callable[[Target], list[str]]:
+RULES_COUNT = 100
+
+
+def rules_file(path: Path, count: int = RULES_COUNT) -> Path:
+    """A rules file of ``count`` rules, as a real one might look: four keywords to one regex.
+
+    The regexes come first in the file, so that every message runs all of them (a keyword hit
+    only skips the regexes after it): the costly case. Few bench texts match any rule, as few
+    real messages would; no [default], so that both rows store the same empty answer and the
+    difference is the cost of deciding it (compliance is on in both: it is always on).
+    """
+    regexes = count // 5
+    lines = []
+    for n in range(regexes):
+        lines += [
+            "[[rules]]",
+            f'regex = "^order\\\\s+{n}(\\\\d+)$"',
+            'reply = "Order {1}: shipped."',
+        ]
+    for n in range(count - regexes):
+        lines += ["[[rules]]", f'keyword = "code{n}"', f'reply = "Your code {n} is noted."']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _plivohook(
+    workers: int, rules: bool = False, bin_dir: Path = PROJECT_BIN
+) -> Callable[[Target], list[str]]:
     def command(t: Target) -> list[str]:
         assert t.database is not None
         cmd = [str(bin_dir / "plivohook"), "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(t.port), "--database", t.database, "--auth-token", t.auth_token]
+        if rules:
+            cmd += ["--rules", str(rules_file(t.tmpdir / "rules.toml"))]
         return cmd + (["--workers", str(workers)] if workers > 1 else [])
 
     return command
@@ -263,10 +292,24 @@ SERVERS: dict[str, ServerSpec] = {
             database="sqlite",
         ),
         ServerSpec(
+            "plivohook-sqlite-rules",
+            f"plivohook, SQLite, 1 process, --rules with {RULES_COUNT} rules",
+            SERVER_CPUS,
+            _plivohook(1, rules=True),
+            database="sqlite",
+        ),
+        ServerSpec(
             "plivohook-pg",
             "plivohook, PostgreSQL, 1 process",
             SERVER_CPUS,
             _plivohook(1),
+            database="postgresql",
+        ),
+        ServerSpec(
+            "plivohook-pg-rules",
+            f"plivohook, PostgreSQL, 1 process, --rules with {RULES_COUNT} rules",
+            SERVER_CPUS,
+            _plivohook(1, rules=True),
             database="postgresql",
         ),
         ServerSpec(
@@ -308,10 +351,13 @@ if COMPARE_BIN:
             f"{_row}@{COMPARE_LABEL}",
             f"{SERVERS[_row].label}, at {COMPARE_LABEL}",
             SERVER_CPUS,
-            _plivohook(1, Path(COMPARE_BIN)),
+            _plivohook(1, bin_dir=Path(COMPARE_BIN)),
             database=_db,
         )
 PLIVOHOOK_ROWS = ("plivohook-sqlite", "plivohook-sqlite-fwd", "plivohook-pg")
+# Issue 13's budget: with a 100-rule file, at least 0.9x the same build without one.
+RULES_ROWS = {"plivohook-sqlite-rules": "plivohook-sqlite", "plivohook-pg-rules": "plivohook-pg"}
+RULES_TARGET = 0.9
 BASELINE_ROWS = ("flask-gunicorn", "noop-uvicorn", "noop-granian")
 
 
@@ -897,6 +943,30 @@ def ratios(summary: dict[str, Json]) -> dict[str, dict[str, float]]:
     return out
 
 
+def rules_ratios(summary: dict[str, Json]) -> dict[str, float]:
+    """Req/s with the 100-rule file ÷ without, per backend measured in this run."""
+    return {
+        with_rules: round(summary[with_rules]["rps"] / summary[without]["rps"], 3)
+        for with_rules, without in RULES_ROWS.items()
+        if with_rules in summary
+        and without in summary
+        and summary[with_rules]["rps"]
+        and summary[without]["rps"]
+    }
+
+
+def render_rules(summary: dict[str, Json], markdown: bool) -> str:
+    found = rules_ratios(summary)
+    if not found:
+        return "(no rules row beside its row without rules: no ratio)"
+    head = ["row", "÷ row", "ratio", f">= {RULES_TARGET}"]
+    lines = [
+        [row, RULES_ROWS[row], f"{ratio:.2f}x", "yes" if ratio >= RULES_TARGET else "NO"]
+        for row, ratio in found.items()
+    ]
+    return _table(head, lines, markdown)
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -1142,6 +1212,7 @@ def main(argv: list[str] | None = None) -> int:
                 "kind": "summary",
                 "servers": summary,
                 "ratios": rat,
+                "rules_ratios": rules_ratios(summary),
                 "latency": [
                     {"server": r["server"], "wrk": r.get("wrk"), "error": r.get("error")}
                     for r in latency_rows
@@ -1191,6 +1262,8 @@ def report(
     parts = [title, "", setup, "", render_table(summary, markdown), ""]
     parts += ["Throughput ratios (plivohook ÷ baseline, medians from this run):", ""]
     parts += [render_ratios(rat, markdown), ""]
+    parts += ["The cost of replies (compliance + a 100-rule file ÷ the same row without):", ""]
+    parts += [render_rules(summary, markdown), ""]
     parts += [
         "Latency at a fixed rate (half the row's median throughput, paced by wrk's delay()):",
         "",

@@ -10,7 +10,13 @@ import pytest
 
 from plivohook.openapi import OPENAPI
 from plivohook.protocol import params
-from plivohook.store.reads import DeliveryView, MessageView, RejectionView, StatusView
+from plivohook.store.reads import (
+    DeliveryView,
+    MessageView,
+    OptOutView,
+    RejectionView,
+    StatusView,
+)
 
 SCHEMAS = OPENAPI["components"]["schemas"]
 
@@ -48,6 +54,7 @@ SHOWN_AS = {"params": {"object"}}
         ("Status", StatusView),
         ("Rejection", RejectionView),
         ("Delivery", DeliveryView),
+        ("OptOut", OptOutView),
     ],
 )
 def test_each_schema_has_exactly_the_fields_of_its_view_with_their_types(schema, view):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -24,6 +26,7 @@ from starlette.routing import Mount, Route
 
 from .config import Settings
 from .openapi import openapi_json
+from .replies.service import Replies
 from .store import Store, StoreUnavailable, open_store
 from .web.api import api_app
 from .web.asgi import Receive, Scope, Send, json_response, now
@@ -57,6 +60,12 @@ class PlivohookApp:
         )
         self.counters: Counter[str] = Counter()
         self.webhooks = Webhooks(self.settings, lambda: self.store, self.counters)
+        # Replies (compliance, rules, handler): the answer is decided for both opt-out states
+        # and the store keeps the one that applies; --auto-reply is the rules' [default].
+        self.replies = Replies(self.settings, self.counters)
+        self.webhooks.decide_reply = self.replies.decide_reply
+        self.webhooks.after_commit = self.replies.after_commit
+        self._hup_installed = False
         self.started = False
         # Long-running jobs started with the app and cancelled at shutdown: nonce pruning today;
         # delivery workers and retention register here too.
@@ -135,10 +144,23 @@ class PlivohookApp:
             )
         await self.store.open()
         self.started = True
+        self._install_hup()
         for name, task in self._tasks.items():
             self._running.append(asyncio.create_task(task(), name=f"plivohook-{name}"))
 
+    def _install_hup(self) -> None:
+        """SIGHUP reloads the rules file (each worker process of --workers on its own)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # an in-process test client: signals are for the main thread only
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.replies.reload)
+            self._hup_installed = True
+
     async def shutdown(self) -> None:
+        if self._hup_installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._hup_installed = False
         running, self._running = self._running, []
         for task in running:
             task.cancel()
@@ -213,6 +235,11 @@ class PlivohookApp:
                     None if oldest is None else round(max(0.0, (now() - oldest).total_seconds()), 3)
                 ),
             }
+        rules = self.replies.health()
+        if rules is not None:
+            # Still 200: the server answers with the rules in force; "ok" says whether they
+            # are the file on disk.
+            answer["rules"] = rules
         return json_response(answer)
 
     async def _store_unavailable(self, _request: Request, _exc: Exception) -> Response:

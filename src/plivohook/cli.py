@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import re
 import signal
 import socket
@@ -248,8 +249,14 @@ def serve(**options: Any) -> None:
         settings = Settings.from_options(options).validated()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    from .replies.service import check_settings
     from .server import run
 
+    try:
+        # A bad rules file or handler: one line naming the file, the rule and the reason.
+        check_settings(settings)
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
     problem = port_problem(settings.host, settings.port)
     if problem:
         raise SetupError(problem)
@@ -370,6 +377,10 @@ def _signing_token(ctx: click.Context, auth_token: str | None, auth_token_file: 
     "--sign-url",
     help="Sign for this URL (e.g. a server's --public-url) while posting to URL.  [default: URL]",
 )
+@click.option(
+    "--expect-reply",
+    help="Exit 1 unless every answer's Message says exactly this text (use '' for no Message).",
+)
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -387,6 +398,7 @@ def send(
     status: str | None,
     timeout: float,
     sign_url: str | None,
+    expect_reply: str | None,
 ) -> None:
     """Send inbound messages to URL signed exactly as Plivo does (no Plivo account needed).
 
@@ -408,6 +420,7 @@ def send(
 
     codes: Counter[str] = Counter()
     bodies: list[str] = []
+    replies: Counter[str] = Counter()  # with --expect-reply: the answers' Message texts
     failures: dict[str, str] = {}
 
     def _reason(exc: Exception) -> str:
@@ -434,6 +447,8 @@ def send(
                             codes[str(response.status_code)] += 1
                             if count == 1:
                                 bodies.append(response.text)
+                            if expect_reply is not None and response.status_code == 200:
+                                replies[reply_text(response.text)] += 1
                         except httpx.ConnectError as exc:
                             codes["not reachable"] += 1
                             failures.setdefault("not reachable", _reason(exc))
@@ -463,6 +478,25 @@ def send(
         click.echo(f"no answer from {url} within {timeout:g} s (--timeout)", err=True)
     if any(not code.startswith("2") for code in codes):
         sys.exit(1)
+    if expect_reply is not None:
+        wrong = {text: n for text, n in replies.items() if text != expect_reply}
+        if wrong or sum(replies.values()) != count:
+            for text, n in sorted(wrong.items()):
+                shown = printable(text) if text else "(no Message)"
+                click.echo(f"expected reply {expect_reply!r}, got {shown!r} ({n}x)", err=True)
+            sys.exit(1)
+        click.echo(f"every answer says {expect_reply!r}")
+
+
+def reply_text(body: str) -> str:
+    """The text of the Message elements in an answer, joined by newlines ('' for none)."""
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(body)  # noqa: S314 - the answer of the server we called
+    except ElementTree.ParseError:
+        return f"(not XML: {body[:80]})"
+    return "\n".join(element.text or "" for element in root.iter("Message"))
 
 
 # -- messages -----------------------------------------------------------------------------------
@@ -804,6 +838,205 @@ def verify(
         "hint: the URL must be exactly the one configured at Plivo (scheme, host, port, path, "
         "trailing slash); behind a proxy use serve --public-url."
     )
+    sys.exit(1)
+
+
+# -- optouts ------------------------------------------------------------------------------------
+
+_DATABASE = click.option(
+    "--database", default="sqlite:///plivohook.db", envvar="PLIVOHOOK_DATABASE_URL"
+)
+
+
+def _number_argument(value: str, name: str) -> str:
+    from .web.api import BadQuery, phone_number
+
+    try:
+        return phone_number(value, name)
+    except BadQuery as exc:
+        raise click.BadParameter(str(exc), param_hint=name.upper()) from None
+
+
+def _with_store(database: str, work: Any) -> Any:
+    async def go() -> Any:
+        store = checked_store(database, must_exist=True)
+        await _open_checked(store)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@main.group()
+def optouts() -> None:
+    """List, add and remove opt-outs (senders who sent STOP to one of your numbers)."""
+
+
+@optouts.command("list")
+@_DATABASE
+@click.option("--from", "from_", help="Only this sender.")
+@click.option("--to", help="Only this number of ours.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def optouts_list(
+    database: str, from_: str | None, to: str | None, limit: int, as_json: bool
+) -> None:
+    """Print the opt-outs, newest first."""
+    import orjson
+
+    from .web.asgi import rfc3339
+
+    from_ = _number_argument(from_, "from") if from_ else None
+    to = _number_argument(to, "to") if to else None
+
+    async def work(store: Any) -> Any:
+        return await store.list_optouts(limit=limit, from_number=from_, to_number=to)
+
+    page = _with_store(database, work)
+    if not page.items and not as_json:
+        click.echo("no opt-outs")
+    for item in page.items:
+        at = rfc3339(item["opted_out_at"])
+        if as_json:
+            click.echo(orjson.dumps({**item, "opted_out_at": at}).decode())
+        else:
+            how = f"message {item['message_uuid']}" if item["message_uuid"] else "by hand"
+            click.echo(
+                f"{printable(item['from'])} opted out of {printable(item['to'])} at {at} "
+                f"({printable(how)})"
+            )
+
+
+@optouts.command("add")
+@_DATABASE
+@click.argument("to")
+@click.argument("from_", metavar="FROM")
+def optouts_add(database: str, to: str, from_: str) -> None:
+    """Record that FROM opted out of TO (one of your numbers)."""
+    from .web.asgi import now
+
+    to, from_ = _number_argument(to, "to"), _number_argument(from_, "from")
+
+    async def work(store: Any) -> bool:
+        return await store.add_optout(to, from_, now())  # type: ignore[no-any-return]
+
+    added = _with_store(database, work)
+    click.echo(f"{from_} opted out of {to}" + ("" if added else " (already)"))
+
+
+@optouts.command("remove")
+@_DATABASE
+@click.argument("to")
+@click.argument("from_", metavar="FROM")
+def optouts_remove(database: str, to: str, from_: str) -> None:
+    """Remove FROM's opt-out of TO; exit 1 if there was none."""
+    to, from_ = _number_argument(to, "to"), _number_argument(from_, "from")
+
+    async def work(store: Any) -> bool:
+        return await store.remove_optout(to, from_)  # type: ignore[no-any-return]
+
+    if not _with_store(database, work):
+        click.echo(f"{from_} had not opted out of {to}", err=True)
+        sys.exit(1)
+    click.echo(f"{from_} may get replies from {to} again")
+
+
+# -- rules and reload ---------------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """Check a rules file (--rules)."""
+
+
+@rules.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--text", help="A sample message text: show which rule answers it.")
+@click.option("--from", "from_", default="14155550100", show_default=True)
+@click.option("--to", default="14155550199", show_default=True)
+@click.option("--intent", help="A sample MessageIntent (optout, optin, help).")
+@click.option("--opted-out", is_flag=True, help="As if the sender had opted out of --to.")
+def rules_check(
+    path: str, text: str | None, from_: str, to: str, intent: str | None, opted_out: bool
+) -> None:
+    """Validate the rules file PATH (exit 1 if it is bad) and try a sample text on it."""
+    from .replies import RulesError, decide, load_rules
+
+    try:
+        loaded = load_rules(path)
+    except RulesError as exc:
+        click.echo(printable(str(exc)), err=True)
+        sys.exit(1)
+    keywords = sum(1 for rule in loaded.rules if rule.keyword is not None)
+    click.echo(
+        f"{path}: OK, {len(loaded.rules)} rules ({keywords} keyword, "
+        f"{len(loaded.rules) - keywords} regex), "
+        f"{'a' if loaded.default else 'no'} [default]"
+    )
+    if text is None:
+        return
+    decision = decide(
+        text=text,
+        from_=from_,
+        to=to,
+        message_intent=intent,
+        rules=loaded,
+        opted_out=opted_out,
+    )
+    click.echo(f"answered by: {decision.source}")
+    if decision.action:
+        click.echo(f"records: {decision.action}")
+    if decision.reply_text is not None:
+        click.echo(f"reply: {printable(decision.reply_text, multiline=True)}")
+    elif decision.run_handler:
+        click.echo("reply: none from the rules (a --handler would run)")
+    else:
+        click.echo("reply: none")
+
+
+@main.command()
+@click.option(
+    "--pid", required=True, type=int, help="The serve process (its pid, printed at start)."
+)
+@click.option("--url", help="The server's base URL: show what /healthz says about the rules after.")
+def reload(pid: int, url: str | None) -> None:
+    """Reload the rules file of a running server (sends it SIGHUP; the same as kill -HUP PID).
+
+    With --workers the serving process passes the signal to every worker. A file that does not
+    load keeps the rules in force; with --url this says so, and exits 1.
+    """
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise SetupError(f"--pid: no process {pid}") from None
+    except PermissionError:
+        raise SetupError(f"--pid: not allowed to signal process {pid}") from None
+    click.echo(f"sent SIGHUP to {pid}")
+    if not url:
+        return
+    import httpx
+
+    health: dict[str, Any] = {}
+    for _ in range(20):  # the workers reload on their own; give them a moment
+        time.sleep(0.25)
+        try:
+            health = httpx.get(url.rstrip("/") + "/healthz", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SetupError(f"--url: no answer from {url}/healthz: {exc}") from None
+        if health.get("rules", {}).get("ok"):
+            break
+    state = health.get("rules")
+    if state is None:
+        click.echo("the server has no --rules file")
+        return
+    if state.get("ok"):
+        click.echo(f"rules in force: {state['running']}")
+        return
+    click.echo(f"the rules were NOT reloaded: {printable(state.get('error'))}", err=True)
     sys.exit(1)
 
 

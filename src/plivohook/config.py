@@ -248,6 +248,33 @@ class Settings:
         kind=Kind.OPTIONAL,
         help="Text sent back to every sender.",
     )
+    rules: str | None = setting(
+        None,
+        env="PLIVOHOOK_RULES",
+        flag="--rules",
+        kind=Kind.OPTIONAL,
+        help="TOML file of reply rules (keywords, regexes, [default], [compliance]); "
+        "kill -HUP or `plivohook reload` reloads it.",
+    )
+    handler: str | None = setting(
+        None,
+        env="PLIVOHOOK_HANDLER",
+        flag="--handler",
+        kind=Kind.OPTIONAL,
+        help="Your reply function, package.module:function (sync or async); runs when "
+        "compliance and the rules did not answer.",
+    )
+    # Plivo waits 8 s for the answer: the handler's limit plus the second commit must fit.
+    handler_timeout: float = setting(
+        3.0,
+        env="PLIVOHOOK_HANDLER_TIMEOUT",
+        flag="--handler-timeout",
+        kind=Kind.FLOAT,
+        min=0.1,
+        max=6,
+        help="Seconds the handler may take; past it Plivo gets <Response/> and the message "
+        "records the timeout.",
+    )
     insecure_skip_verify: bool = setting(
         False,
         env="PLIVOHOOK_INSECURE_SKIP_VERIFY",

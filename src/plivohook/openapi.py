@@ -197,9 +197,11 @@ _PARAMS_OBJECT = {
 }
 
 
-def _admin(summary: str, operation_id: str, ok: dict[str, Any], parameters=()) -> dict[str, Any]:
+def _admin(
+    summary: str, operation_id: str, ok: dict[str, Any], parameters=(), method: str = "get"
+) -> dict[str, Any]:
     return {
-        "get": {
+        method: {
             "summary": summary,
             "operationId": operation_id,
             "tags": ["admin"],
@@ -208,6 +210,21 @@ def _admin(summary: str, operation_id: str, ok: dict[str, Any], parameters=()) -
             "responses": {"200": ok, **_ADMIN_ERRORS},
         }
     }
+
+
+_NUMBER_PARAMETERS = [
+    {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+    }
+    for name, description in (
+        ("to", "Our number (as Plivo writes it; a leading + is dropped)."),
+        ("from", "The sender's number."),
+    )
+]
 
 
 _SCHEMAS: dict[str, Any] = {
@@ -235,6 +252,20 @@ _SCHEMAS: dict[str, Any] = {
                         "minimum": 0,
                         "description": "Seconds since the oldest pending event was stored.",
                     },
+                },
+            },
+            "rules": {
+                "type": "object",
+                "description": "With --rules: whether the rules in force are the file on disk.",
+                "required": ["running", "on_disk", "ok", "error"],
+                "properties": {
+                    "running": {
+                        **_NULLABLE_STRING,
+                        "description": "SHA-256 of the rules in force.",
+                    },
+                    "on_disk": {**_NULLABLE_STRING, "description": "SHA-256 of the file now."},
+                    "ok": {"type": "boolean"},
+                    "error": {**_NULLABLE_STRING, "description": "Why not (a failed reload)."},
                 },
             },
         },
@@ -304,6 +335,8 @@ _SCHEMAS: dict[str, Any] = {
             "signature_scheme",
             "status",
             "conflicting_duplicates",
+            "reply_source",
+            "handler_error",
         ],
         "properties": {
             "message_uuid": {"type": "string"},
@@ -330,6 +363,47 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "How many times this MessageUUID arrived again with another"
                 " text (the first text is kept); 0 normally.",
             },
+            "reply_source": {
+                **_NULLABLE_STRING,
+                "description": "Where the reply came from: 'rule N', 'default',"
+                " 'compliance:stop', 'compliance:start', 'compliance:help', 'opted-out' (the"
+                " sender opted out: no reply), 'none', 'handler', 'handler-error',"
+                " 'handler-pending'; null for messages from before replies.",
+            },
+            "handler_error": {
+                **_NULLABLE_STRING,
+                "description": "Why the handler gave no answer (it raised or timed out).",
+            },
+        },
+    },
+    "OptOut": {
+        "type": "object",
+        "required": ["to", "from", "opted_out_at", "message_uuid"],
+        "properties": {
+            "to": {"type": "string", "description": "Our number the sender opted out of."},
+            "from": {"type": "string", "description": "The sender."},
+            "opted_out_at": {"type": "string", "format": "date-time"},
+            "message_uuid": {
+                **_NULLABLE_STRING,
+                "description": "The STOP message; null when added by the API or the CLI.",
+            },
+        },
+    },
+    "OptOutPage": {
+        "type": "object",
+        "required": ["optouts", "next_cursor"],
+        "properties": {
+            "optouts": {"type": "array", "items": {"$ref": "#/components/schemas/OptOut"}},
+            "next_cursor": _NULLABLE_STRING,
+        },
+    },
+    "OptOutChange": {
+        "type": "object",
+        "required": ["to", "from", "opted_out"],
+        "properties": {
+            "to": {"type": "string"},
+            "from": {"type": "string"},
+            "opted_out": {"type": "boolean", "description": "The pair's state now."},
         },
     },
     "MessagePage": {
@@ -547,6 +621,33 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/optouts": _admin(
+            "Senders who opted out (STOP) of one of our numbers, newest first",
+            "list_optouts",
+            _json("A page of opt-outs.", "OptOutPage", _NO_STORE),
+            [
+                *_PAGE_PARAMETERS,
+                {"name": "from", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "to", "in": "query", "required": False, "schema": {"type": "string"}},
+            ],
+        ),
+        "/api/optouts/{to}/{from}": {
+            **_admin(
+                "Record that a sender opted out of our number (no rule, default or handler "
+                "reply reaches them until they send START or the opt-out is removed)",
+                "add_optout",
+                _json("Was already opted out.", "OptOutChange", _NO_STORE),
+                _NUMBER_PARAMETERS,
+                method="put",
+            ),
+            **_admin(
+                "Remove an opt-out",
+                "remove_optout",
+                _json("Removed.", "OptOutChange", _NO_STORE),
+                _NUMBER_PARAMETERS,
+                method="delete",
+            ),
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This description",
@@ -573,10 +674,14 @@ OPENAPI: dict[str, Any] = {
     },
 }
 # The 400 of the admin API: a bad limit or cursor.
-for _path in ("/api/messages", "/api/rejections", "/api/deliveries"):
+for _path in ("/api/messages", "/api/rejections", "/api/optouts", "/api/deliveries"):
     OPENAPI["paths"][_path]["get"]["responses"]["400"] = _json(
-        "A bad limit, cursor or state.", "Error"
+        "A bad limit, cursor, state or number.", "Error"
     )
+_OPTOUT = OPENAPI["paths"]["/api/optouts/{to}/{from}"]
+_OPTOUT["put"]["responses"]["201"] = _json("Recorded.", "OptOutChange", _NO_STORE)
+for _method in ("put", "delete"):
+    _OPTOUT[_method]["responses"]["400"] = _json("A number that is not one.", "Error")
 
 _BODY = orjson.dumps(OPENAPI)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -227,6 +229,9 @@ def run(settings: Settings) -> None:
     )
     line = _ready_line(host, port, workers)
     GuardedHttpToolsProtocol.max_header_bytes = settings.max_header_bytes
+    # SIGHUP reloads the rules once the app has started (it installs the handler); before that
+    # it must not end the process, as its default action would.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if workers == 1:
         server = _Server(_config(create_app(settings), host, port, log_level), line)
         server.run()
@@ -254,6 +259,7 @@ def worker_app() -> object:
     from .app import create_app_from_env
 
     _tune_runtime()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app installs its reload handler
     app = create_app_from_env()
     GuardedHttpToolsProtocol.max_header_bytes = app.settings.max_header_bytes
     ready_dir = os.environ.get(READY_DIR_ENV)
@@ -280,9 +286,20 @@ def workers_ready(ready_dir: str, workers: int) -> bool:
 def _run_multi(config: uvicorn.Config) -> None:
     from uvicorn.supervisors import Multiprocess
 
+    class Supervisor(Multiprocess):
+        def handle_hup(self) -> None:
+            # uvicorn's supervisor restarts every worker on SIGHUP; a rules file that does not
+            # load would then stop the new workers from starting. Each worker reloads its rules
+            # on its own SIGHUP instead, keeping the old ones if the file is bad.
+            log.info("SIGHUP: reloading the rules in %d workers", len(self.processes))
+            for process in self.processes:
+                if process.process.pid is not None and process.process.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.process.pid, signal.SIGHUP)
+
     # uvicorn's supervisor replaces a worker that dies (SIGKILL, crash) while the others serve.
     sock = config.bind_socket()
-    Multiprocess(config, sockets=[sock]).run()
+    Supervisor(config, sockets=[sock]).run()
 
 
 def _announce(host: str, port: int, line: str, ready_dir: str, workers: int) -> None:

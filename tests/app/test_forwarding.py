@@ -69,6 +69,30 @@ def test_the_event_is_the_message_as_the_api_shows_it(forwarding):
     assert event["timestamp"] == event["data"]["received_at"]
 
 
+def test_an_opted_out_senders_event_carries_the_reply_the_store_chose(db_url, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[default]\nreply = "Thanks!"\n', encoding="utf-8")
+    for harness in make_harness(
+        db_url,
+        forward_urls=(HOOK,),
+        forward_secret=SECRET,
+        forward_worker_off=True,
+        rules=str(rules),
+    ):
+        stop, hello, other = (str(uuid.uuid4()) for _ in range(3))
+        sender = f"1415555{uuid.uuid4().int % 10000:04d}"
+        assert harness.post("/plivo/message", sms(stop, "STOP", From=sender)).status_code == 200
+        answered = harness.post("/plivo/message", sms(hello, "hello", From=sender))
+        assert b"Thanks!" not in answered.content  # opted out: no rule reply
+        harness.post("/plivo/message", sms(other, "hello"))  # someone else: the rule answers
+        rows = harness.client.portal.call(harness.app.store.claim_due, HOOK, 10, 30.0, now())
+        events = {orjson.loads(r.payload)["data"]["message_uuid"]: r for r in rows}
+        for uid in (stop, hello, other):
+            shown = harness.api(f"/api/messages/{uid}").json()
+            assert orjson.loads(events[uid].payload)["data"] == shown
+        assert orjson.loads(events[hello].payload)["data"]["reply_source"] == "opted-out"
+
+
 def test_retry_makes_an_event_due_and_refuses_what_cannot_be_retried(forwarding):
     uid = str(uuid.uuid4())
     forwarding.post("/plivo/message", sms(uid))

@@ -209,7 +209,9 @@ def test_ready_line_and_healthz(server_factory, tmp_path):
     server = server_factory(f"sqlite:///{tmp_path}/h.db").start()
     assert f"plivohook ready on {server.url}" in server.lines
     started = time.monotonic()
-    assert httpx.get(server.url + "/healthz").json() == {"status": "ok", "database": "ok"}
+    health = httpx.get(server.url + "/healthz").json()
+    assert (health["status"], health["database"]) == ("ok", "ok")
+    assert health["outbox"] == {"pending": 0, "dead": 0, "oldest_pending_age_seconds": None}
     assert time.monotonic() - started < 5
 
 

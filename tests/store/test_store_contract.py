@@ -260,6 +260,8 @@ def test_message_dict(store: Store) -> None:
         "signature_scheme": "ma-v2",
         "method": "GET",
         "conflicting_duplicates": 0,
+        "reply_source": None,
+        "handler_error": None,
     }
 
     async def body(s: Store) -> None:

@@ -36,10 +36,14 @@ def message_write_view(op: MessageWrite) -> dict[str, Any]:
             "params": [list(pair) for pair in op.params],
             "method": op.method,
             "received_at": op.received_at,
+            # The reply for a sender who has not opted out: the store swaps in the other one
+            # (and its source) when the sender has (see the stores' outbox inserts).
             "reply": op.reply,
             "signature_scheme": op.signature_scheme,
             "status": None,
             "conflicting_duplicates": 0,
+            "reply_source": op.reply_source,
+            "handler_error": None,
         }
     )
 

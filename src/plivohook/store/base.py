@@ -26,6 +26,7 @@ __all__ = [
     "Outcome",
     "Page",
     "RejectionWrite",
+    "ReplyPlan",
     "StatusWrite",
     "Store",
     "StoreError",
@@ -63,6 +64,9 @@ class WriteResult:
     reply: str | None = None  # the stored answer (message XML) for messages
     # A message DUPLICATE whose text differs from the stored one (counted on the message).
     conflicting: bool = False
+    # Where the stored reply came from (MessageWrite.reply_source or opted_out_source, as the
+    # store chose; "handler-pending" until the handler has answered).
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,18 @@ class OutboxEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyPlan:
+    """The answer to a message, decided before its write for both opt-out states (see the
+    replies fields of :class:`MessageWrite`, which take these values)."""
+
+    reply: str | None
+    reply_source: str | None = None
+    opted_out_reply: str | None = None
+    opted_out_source: str | None = None
+    optout_action: Literal["optout", "optin"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageWrite:
     """An inbound message with the answer already decided (it is stored with the message)."""
 
@@ -142,6 +158,16 @@ class MessageWrite:
     nonce: NonceClaim | None = None
     extra_nonce: NonceClaim | None = None  # see claims()
     events: tuple[OutboxEvent, ...] = ()  # the outbox rows, when it is stored now
+    # Replies (issue 13). The answer is decided for both states of the sender before the
+    # write, so that the store needs no extra round trip: ``reply``/``reply_source`` when the
+    # sender has not opted out of ``to_number``, ``opted_out_reply``/``opted_out_source`` when
+    # they have. ``opted_out_source`` None means no opt-out lookup at all (``reply`` is stored as
+    # is). ``optout_action`` is applied if the message is new: "optout" records the opt-out,
+    # "optin" removes it.
+    reply_source: str | None = None
+    opted_out_reply: str | None = None
+    opted_out_source: str | None = None
+    optout_action: Literal["optout", "optin"] | None = None
     kind: Literal["message"] = "message"
 
 
@@ -266,6 +292,10 @@ class Store(abc.ABC):
            (RETRY after a matching nonce) and ``reply`` is the stored reply; a DUPLICATE with
            another text adds one to the stored message's ``conflicting_duplicates`` and says
            ``conflicting``.
+           With ``opted_out_source`` set, the stored reply and source are those for the sender's
+           opt-out state of (to, from) in that transaction, and a new message's
+           ``optout_action`` is applied there (earlier operations of the batch first).
+           ``WriteResult.source`` is the stored source.
            Status: insert unless a report with the same fingerprint exists (DUPLICATE/RETRY).
            Rejection: insert (RETRY after a matching nonce: not again).
         """
@@ -311,6 +341,36 @@ class Store(abc.ABC):
         In small batches, each a short transaction, so that Plivo's requests keep their latency
         while it runs (store/retention.py). Returns the rows removed per table.
         """
+
+    @abc.abstractmethod
+    async def set_reply(
+        self, message_uuid: str, reply: str | None, source: str, error: str | None
+    ) -> tuple[str | None, str | None]:
+        """Store a handler's answer, unless one is already stored (the first writer wins).
+
+        Only a message whose ``reply_source`` is still ``"handler-pending"`` takes it; returns the
+        stored ``(reply, reply_source)`` afterwards, whoever wrote it (``(None, None)`` for an
+        unknown MessageUUID).
+        """
+
+    @abc.abstractmethod
+    async def list_optouts(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        from_number: str | None = None,
+        to_number: str | None = None,
+    ) -> Page:
+        """Opt-outs, newest first (OptOutView)."""
+
+    @abc.abstractmethod
+    async def add_optout(self, to_number: str, from_number: str, at: datetime) -> bool:
+        """Record that ``from_number`` opted out of ``to_number``; False if it already had."""
+
+    @abc.abstractmethod
+    async def remove_optout(self, to_number: str, from_number: str) -> bool:
+        """Forget that opt-out; False if there was none."""
 
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:

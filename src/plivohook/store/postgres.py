@@ -95,6 +95,14 @@ def _op_document(op: WriteOp) -> dict[str, Any]:
             "scheme": op.signature_scheme,
             "fp": op.fingerprint,
         }
+        # Read by plivohook_apply from migration 0003 on (replies); absent keys cost nothing.
+        if op.reply_source is not None:
+            doc["src"] = op.reply_source
+        if op.opted_out_source is not None:
+            doc["oreply"] = op.opted_out_reply
+            doc["osrc"] = op.opted_out_source
+            if op.optout_action is not None:
+                doc["act"] = op.optout_action
     elif isinstance(op, StatusWrite):
         if op.sequence is not None and not -_MAX_BIGINT <= op.sequence <= _MAX_BIGINT:
             raise StoreError(f"status sequence out of range: {op.sequence}")
@@ -553,10 +561,14 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
             break
         assert row is not None
         answer = row[0]
-        conflicts = answer.get("c") or [False] * len(answer["o"])
+        size = len(answer["o"])
+        conflicts = answer.get("c") or [False] * size
+        sources = answer.get("s") or [None] * size
         return [
-            WriteResult(_OUTCOMES[outcome], reply, bool(conflict))
-            for outcome, reply, conflict in zip(answer["o"], answer["r"], conflicts, strict=True)
+            WriteResult(_OUTCOMES[outcome], reply, bool(conflict), source)
+            for outcome, reply, conflict, source in zip(
+                answer["o"], answer["r"], conflicts, sources, strict=True
+            )
         ]
 
     def _record(self, results: list[WriteResult]) -> None:
@@ -581,6 +593,47 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
                     return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
+
+    async def _execute_row(self, sql: str, args: Sequence[Any]) -> tuple[int, Any]:
+        """One statement in its own transaction: its rowcount and first row (if any)."""
+        try:
+            async with self._connection() as conn:
+                async with asyncio.timeout(self._timeout + 2):
+                    cur = await conn.execute(sql.encode(), args)
+                    row = await cur.fetchone() if cur.description is not None else None
+                    return cur.rowcount, row
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(self._reason("PostgreSQL unavailable", exc)) from None
+
+    async def set_reply(
+        self, message_uuid: str, reply: str | None, source: str, error: str | None
+    ) -> tuple[str | None, str | None]:
+        # One statement: the conditional update, then the row as it is (either writer's).
+        _, row = await self._execute_row(
+            "WITH updated AS (UPDATE messages SET reply = %s, reply_source = %s,"
+            " handler_error = %s WHERE message_uuid = %s AND reply_source = 'handler-pending'"
+            " RETURNING reply, reply_source)"
+            " SELECT reply, reply_source FROM updated"
+            " UNION ALL SELECT reply, reply_source FROM messages WHERE message_uuid = %s"
+            " AND NOT EXISTS (SELECT 1 FROM updated)",
+            [clean(reply), source, clean(error), clean(message_uuid), clean(message_uuid)],
+        )
+        return (row[0], row[1]) if row else (None, None)
+
+    async def add_optout(self, to_number: str, from_number: str, at: datetime) -> bool:
+        count, _ = await self._execute_row(
+            "INSERT INTO opt_outs (to_number, from_number, opted_out_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (to_number, from_number) DO NOTHING",
+            [clean(to_number), clean(from_number), at],
+        )
+        return count > 0
+
+    async def remove_optout(self, to_number: str, from_number: str) -> bool:
+        count, _ = await self._execute_row(
+            "DELETE FROM opt_outs WHERE to_number = %s AND from_number = %s",
+            [clean(to_number), clean(from_number)],
+        )
+        return count > 0
 
     async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         try:

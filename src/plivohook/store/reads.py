@@ -27,6 +27,7 @@ __all__ = [
     "DeliveryView",
     "Dialect",
     "MessageView",
+    "OptOutView",
     "RejectionView",
     "SQLReads",
     "StatusView",
@@ -52,6 +53,22 @@ MessageView = TypedDict(
         "status": str | None,  # the latest delivery report of our reply, if any
         # Deliveries of this MessageUUID that came with another text (the first one is kept).
         "conflicting_duplicates": int,
+        # Where the reply came from: "rule 3", "default", "compliance:stop", "compliance:start",
+        # "compliance:help", "opted-out", "none", "handler", "handler-error" or
+        # "handler-pending"; null for messages stored before replies existed.
+        "reply_source": str | None,
+        "handler_error": str | None,  # why the handler gave no answer (raised, timed out)
+    },
+)
+
+# "from" again: the sender who opted out of "to" (one of our numbers).
+OptOutView = TypedDict(
+    "OptOutView",
+    {
+        "to": str,
+        "from": str,
+        "opted_out_at": datetime,
+        "message_uuid": str | None,  # the STOP message; null when added by the API or the CLI
     },
 )
 
@@ -147,7 +164,8 @@ _MESSAGE_SELECT = (
     " m.signature_scheme AS signature_scheme,"
     " (SELECT s.status FROM statuses s WHERE s.reply_to = m.message_uuid"
     "  ORDER BY COALESCE(s.sequence, -1) DESC, s.id DESC LIMIT 1) AS status,"
-    " m.conflicting_duplicates AS conflicting_duplicates"
+    " m.conflicting_duplicates AS conflicting_duplicates,"
+    " m.reply_source AS reply_source, m.handler_error AS handler_error"
     " FROM messages m"
 )
 _STATUS_SELECT = (
@@ -162,6 +180,7 @@ _DELIVERY_SELECT = (
     "SELECT id, event_id, event_type, destination, message_uuid, state, attempts, created_at,"
     " next_attempt_at, last_status_code, last_error, delivered_at FROM outbox"
 )
+_OPTOUT_SELECT = "SELECT id, to_number, from_number, opted_out_at, message_uuid FROM opt_outs"
 TABLES = ("messages", "statuses", "rejections", "nonces")
 
 
@@ -190,6 +209,16 @@ class SQLReads(abc.ABC):
             "signature_scheme": row["signature_scheme"],
             "status": row["status"],
             "conflicting_duplicates": row["conflicting_duplicates"],
+            "reply_source": row["reply_source"],
+            "handler_error": row["handler_error"],
+        }
+
+    def optout_view(self, row: dict[str, Any]) -> OptOutView:
+        return {
+            "to": row["to_number"],
+            "from": row["from_number"],
+            "opted_out_at": self.dialect.time(row["opted_out_at"]),
+            "message_uuid": row["message_uuid"],
         }
 
     def status_view(self, row: dict[str, Any]) -> StatusView:
@@ -355,6 +384,34 @@ class SQLReads(abc.ABC):
         args.append(limit + 1)
         rows = await self._rows(self.dialect.sql(sql), args)
         return page_of(rows, limit, self.rejection_view)
+
+    async def list_optouts(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        from_number: str | None = None,
+        to_number: str | None = None,
+    ) -> Page:
+        _check_limit(limit)
+        where: list[str] = []
+        args: list[Any] = []
+        if (before := _before(cursor)) is not None:
+            where.append("id < ?")
+            args.append(before)
+        if from_number is not None:
+            where.append("from_number = ?")
+            args.append(clean(from_number))
+        if to_number is not None:
+            where.append("to_number = ?")
+            args.append(clean(to_number))
+        sql = _OPTOUT_SELECT
+        if where:  # constant fragments only; every value is a parameter
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._rows(self.dialect.sql(sql), args)
+        return page_of(rows, limit, self.optout_view)
 
     async def counts(self) -> dict[str, int]:
         """Rows per table, in one statement."""

@@ -246,6 +246,61 @@ def _claims(conn: sqlite3.Connection, ops: list[WriteOp], stamps: list[str]) -> 
     return states
 
 
+def _apply_optouts(
+    conn: sqlite3.Connection, items: list[tuple[int, MessageWrite]], stamps: list[str]
+) -> dict[int, tuple[str | None, str | None]]:
+    """The opt-out side of the new messages ``items`` (in batch order), already inserted with
+    their opted-in reply: one SELECT for the batch's (to, from) pairs, an UPDATE for those whose
+    sender has opted out, and each STOP/START applied in order (a later message of the batch
+    sees an earlier one's). Returns the (reply, source) chosen per index."""
+    pairs = sorted({(_clean(op.to_number), _clean(op.from_number)) for _, op in items})
+    opted: set[tuple[str, str]] = set()
+    for chunk in _chunks(pairs):
+        marks = ", ".join(["(?, ?)"] * len(chunk))  # placeholders only: values are parameters
+        sql = f"SELECT to_number, from_number FROM opt_outs WHERE (to_number, from_number) IN (VALUES {marks})"  # noqa: S608, E501
+        opted.update(
+            conn.execute(
+                sql,
+                [value for pair in chunk for value in pair],
+            ).fetchall()
+        )
+    chosen: dict[int, tuple[str | None, str | None]] = {}
+    updates: list[tuple[str | None, str | None, str]] = []
+    for i, op in items:
+        pair = (_clean(op.to_number), _clean(op.from_number))
+        if pair in opted:
+            chosen[i] = (op.opted_out_reply, op.opted_out_source)
+            if chosen[i] != (op.reply, op.reply_source):
+                updates.append((*chosen[i], _clean(op.message_uuid)))
+        if op.optout_action == "optout" and pair not in opted:
+            opted.add(pair)
+            conn.execute(
+                "INSERT INTO opt_outs (to_number, from_number, opted_out_at, message_uuid)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (*pair, stamps[i], _clean(op.message_uuid)),
+            )
+        elif op.optout_action == "optin" and pair in opted:
+            opted.discard(pair)
+            conn.execute("DELETE FROM opt_outs WHERE to_number = ? AND from_number = ?", pair)
+    if updates:
+        conn.executemany(
+            "UPDATE messages SET reply = ?, reply_source = ? WHERE message_uuid = ?", updates
+        )
+    return chosen
+
+
+def _stored_reply(payload: bytes, op: WriteOp, result: WriteResult) -> bytes:
+    """An event's payload with the reply the store chose (an opted-out sender's differs)."""
+    if not isinstance(op, MessageWrite) or (result.reply, result.source) == (
+        op.reply,
+        op.reply_source,
+    ):
+        return payload
+    doc = orjson.loads(payload)
+    doc["data"]["reply"], doc["data"]["reply_source"] = result.reply, result.source
+    return orjson.dumps(doc)
+
+
 def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResult]:
     stamps = [_iso(op.received_at) for op in ops]  # once per operation, for both its rows
     states = _claims(conn, ops, stamps)
@@ -304,32 +359,37 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
                         op.reply,
                         op.signature_scheme,
                         op.fingerprint,
+                        op.reply_source,
                     ),
                 )
                 for i, op in messages
             ],
             "INSERT INTO messages (message_uuid, from_number, to_number, type, text, media,"
-            " params, method, received_at, reply, signature_scheme, fingerprint)",
-            12,
+            " params, method, received_at, reply, signature_scheme, fingerprint, reply_source)",
+            13,
             "ON CONFLICT (message_uuid) DO NOTHING RETURNING message_uuid",
         )
+        lookups = [(i, op) for i, op in messages if i in won and op.opted_out_source is not None]
+        chosen = _apply_optouts(conn, lookups, stamps) if lookups else {}
+        # After the opt-outs: a duplicate of a new message in this batch reads its final reply.
         stored = _select_in(
             conn,
-            "SELECT message_uuid, json_array(reply, text) FROM messages"
+            "SELECT message_uuid, json_array(reply, text, reply_source) FROM messages"
             " WHERE message_uuid IN ({marks})",
             [_clean(op.message_uuid) for i, op in messages if i not in won],
         )
         conflicts: list[str] = []
         for i, op in messages:
             if i in won:
-                results[i] = WriteResult(Outcome.STORED, op.reply)
+                reply, source = chosen.get(i) or (op.reply, op.reply_source)
+                results[i] = WriteResult(Outcome.STORED, reply, source=source)
                 continue
             uuid = _clean(op.message_uuid)
-            reply, text = orjson.loads(stored[uuid])
+            reply, text, source = orjson.loads(stored[uuid])
             conflicting = text != _clean(op.text)
             if conflicting:
                 conflicts.append(uuid)
-            results[i] = WriteResult(again(i), reply, conflicting)
+            results[i] = WriteResult(again(i), reply, conflicting, source)
         if conflicts:
             conn.executemany(
                 "UPDATE messages SET conflicting_duplicates = conflicting_duplicates + 1"
@@ -371,7 +431,16 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[WriteOp]) -> list[WriteResu
 
     # The outbox rows of what was stored now, in batch order (the conversation's order).
     outbox = [
-        (ev.id, ev.type, dest, ev.payload, ev.conversation, op.message_uuid, stamps[i], stamps[i])
+        (
+            ev.id,
+            ev.type,
+            dest,
+            _stored_reply(ev.payload, op, results[i]),  # type: ignore[arg-type]
+            ev.conversation,
+            op.message_uuid,
+            stamps[i],
+            stamps[i],
+        )
         for i, op in enumerate(ops)
         if op.kind != "rejection" and op.events and results[i].outcome is Outcome.STORED  # type: ignore[union-attr]
         for ev in op.events  # type: ignore[union-attr]
@@ -635,6 +704,49 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
 
     async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         return await self._submit(lambda conn: conn.execute(sql, args).rowcount)  # type: ignore[no-any-return]
+
+    async def set_reply(
+        self, message_uuid: str, reply: str | None, source: str, error: str | None
+    ) -> tuple[str | None, str | None]:
+        key = _clean(message_uuid)
+
+        def run(conn: sqlite3.Connection) -> tuple[str | None, str | None]:
+            conn.execute(
+                "UPDATE messages SET reply = ?, reply_source = ?, handler_error = ?"
+                " WHERE message_uuid = ? AND reply_source = 'handler-pending'",
+                _row(reply, source, error, key),
+            )
+            row = conn.execute(
+                "SELECT reply, reply_source FROM messages WHERE message_uuid = ?", (key,)
+            ).fetchone()
+            return (row[0], row[1]) if row else (None, None)
+
+        return await self._submit(run)  # type: ignore[no-any-return]
+
+    async def add_optout(self, to_number: str, from_number: str, at: datetime) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "INSERT INTO opt_outs (to_number, from_number, opted_out_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    _row(to_number, from_number, _iso(at)),
+                ).rowcount
+                > 0
+            )
+
+        return await self._submit(run)  # type: ignore[no-any-return]
+
+    async def remove_optout(self, to_number: str, from_number: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "DELETE FROM opt_outs WHERE to_number = ? AND from_number = ?",
+                    _row(to_number, from_number),
+                ).rowcount
+                > 0
+            )
+
+        return await self._submit(run)  # type: ignore[no-any-return]
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """A maintenance write on a connection of its own, beside the group-commit writer."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -64,6 +65,22 @@ def page_query(request: Request, default_limit: int = 50) -> PageQuery:
         except ValueError:
             raise BadQuery("cursor is not one this API gave") from None
     return PageQuery(limit, cursor)
+
+
+MAX_NUMBER = 64  # longer than any phone number or sender id
+
+
+def phone_number(value: str | None, name: str) -> str:
+    """A number as plivohook stores it (Plivo writes them without "+"), or BadQuery naming
+    ``name``: not empty, at most 64 characters, no control characters or spaces."""
+    text = (value or "").strip().removeprefix("+")
+    if not text:
+        raise BadQuery(f"{name} must not be empty")
+    if len(text) > MAX_NUMBER or not text.isprintable() or " " in text:
+        raise BadQuery(
+            f"{name} must be a phone number or sender id (at most {MAX_NUMBER} characters)"
+        )
+    return text
 
 
 def params_object(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -127,6 +144,39 @@ class AdminAPI:
             {"message_uuid": uuid, "status": latest, "statuses": [status_json(s) for s in history]}
         )
 
+    async def optouts(self, request: Request) -> Response:
+        page = page_query(request)
+        params = request.query_params
+        found = await self._store().list_optouts(
+            limit=page.limit,
+            cursor=page.cursor,
+            from_number=phone_number(params["from"], "from") if params.get("from") else None,
+            to_number=phone_number(params["to"], "to") if params.get("to") else None,
+        )
+        return json_response({"optouts": found.items, "next_cursor": found.next_cursor})
+
+    def _pair(self, request: Request) -> tuple[str, str]:
+        return (
+            phone_number(request.path_params["to"], "to"),
+            phone_number(request.path_params["from"], "from"),
+        )
+
+    async def optout(self, request: Request) -> Response:
+        if request.method == "PUT":
+            return await self.add_optout(request)
+        return await self.remove_optout(request)
+
+    async def add_optout(self, request: Request) -> Response:
+        to, from_ = self._pair(request)
+        created = await self._store().add_optout(to, from_, now())
+        return json_response({"to": to, "from": from_, "opted_out": True}, 201 if created else 200)
+
+    async def remove_optout(self, request: Request) -> Response:
+        to, from_ = self._pair(request)
+        if not await self._store().remove_optout(to, from_):
+            return _problem(404, "no opt-out for that pair")
+        return json_response({"to": to, "from": from_, "opted_out": False})
+
     async def rejections(self, request: Request) -> Response:
         page = page_query(request)
         found = await self._store().list_rejections(limit=page.limit, cursor=page.cursor)
@@ -174,6 +224,12 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
     return _problem(404, "no such API route")
 
 
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    # A method the route does not take (405, with its Allow header), JSON like the rest.
+    assert isinstance(exc, HTTPException)
+    return json_response({"error": exc.detail}, exc.status_code, exc.headers)
+
+
 def api_app(store_ref: Callable[[], Store], admin_token: str | None) -> ASGIApp:
     """The API's own Starlette app, behind the bearer check and the strict security headers."""
     api = AdminAPI(store_ref)
@@ -185,7 +241,14 @@ def api_app(store_ref: Callable[[], Store], admin_token: str | None) -> ASGIApp:
             Route("/rejections", api.rejections, methods=["GET"]),
             Route("/deliveries", api.deliveries, methods=["GET"]),
             Route("/deliveries/{delivery_id}/retry", api.retry_delivery, methods=["POST"]),
+            Route("/optouts", api.optouts, methods=["GET"]),
+            Route("/optouts/{to}/{from}", api.optout, methods=["PUT", "DELETE"]),
         ],
-        exception_handlers={BadQuery: _bad_query, StoreUnavailable: _unavailable, 404: _not_found},
+        exception_handlers={
+            BadQuery: _bad_query,
+            StoreUnavailable: _unavailable,
+            404: _not_found,
+            HTTPException: _http_error,
+        },
     )
     return SecurityHeaders(BearerAuth(app, token=admin_token))

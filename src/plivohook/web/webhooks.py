@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qsl, quote
@@ -33,6 +33,7 @@ from ..store.base import (
     NonceClaim,
     Outcome,
     RejectionWrite,
+    ReplyPlan,
     StatusWrite,
     WriteOp,
     WriteResult,
@@ -42,6 +43,7 @@ from .asgi import Receive, Scope, Send, now, send_response
 
 __all__ = [
     "WEBHOOK_PATHS",
+    "AfterCommit",
     "Inbound",
     "ReplyDecider",
     "Verified",
@@ -146,8 +148,10 @@ class Verified:
 
 # The plug points (see Webhooks): what to answer an inbound message, and what else a write
 # carries into its transaction (outbox rows, say). Both run before the commit, on the hot path.
-ReplyDecider = Callable[[InboundMessage], "str | None"]
+ReplyDecider = Callable[[InboundMessage], "str | ReplyPlan | None"]
 WriteExtension = Callable[["MessageWrite | StatusWrite"], "MessageWrite | StatusWrite"]
+# Plug point 3: after a message's commit, may change the answer (a second commit of its own).
+AfterCommit = Callable[[Store, InboundMessage, MessageWrite, WriteResult], Awaitable[WriteResult]]
 
 
 class Webhooks:
@@ -166,12 +170,17 @@ class Webhooks:
     grow this class:
 
     * ``decide_reply`` (a :data:`ReplyDecider`): given the parsed message, the Message XML to
-      answer (or None for ``<Response/>``). It is decided *before* the commit and stored with the
-      message in the same transaction, so that every retry of that MessageUUID gets the same
-      bytes. The default answers ``--auto-reply``; the replies package replaces it.
+      answer (or None for ``<Response/>``), or a :class:`~plivohook.store.base.ReplyPlan` with
+      the answer for both opt-out states (the replies package's :meth:`Replies.decide_reply`:
+      the store picks the one that applies). It is decided *before* the commit and stored with
+      the message in the same transaction, so that every retry of that MessageUUID gets the
+      same bytes. The default answers ``--auto-reply``; the app installs the replies package's.
     * ``write_extensions`` (:data:`WriteExtension` functions): each may return the write with
       more in it (``dataclasses.replace``), committed in the same transaction, e.g. the outbox
       rows that hand the message on. Empty by default: a loop over nothing costs nothing.
+    * ``after_commit`` (an :data:`AfterCommit`, None by default): runs after a message's commit
+      and may return another result, e.g. the user's handler's answer, stored by a second commit
+      of its own so that a retry gets it too. A StoreUnavailable there answers 503.
     """
 
     def __init__(self, settings: Settings, store_ref: Callable[[], Store], counters: Counter):
@@ -190,6 +199,7 @@ class Webhooks:
         # Called after a commit that stored a write carrying events (the forwarding worker's
         # wake-up): a poll would find them anyway, a second later.
         self.enqueued: list[Callable[[], None]] = []
+        self.after_commit: AfterCommit | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
         seen = _Seen()
@@ -222,6 +232,15 @@ class Webhooks:
         parsed = await self.parse(store, request, verified)
         op = self.build_write(request, verified, parsed)
         result = await self.commit(store, request, verified, op)
+        if self.after_commit is not None and isinstance(op, MessageWrite):
+            assert isinstance(parsed, InboundMessage)
+            try:
+                result = await self.after_commit(store, parsed, op, result)  # plug point 3
+            except StoreUnavailable as exc:
+                log.warning("store unavailable after the commit: %s", exc)
+                raise WebhookError(
+                    503, "database unavailable, retry later", [(b"retry-after", b"5")]
+                ) from None
         return 200, self.answer(kind, parsed, result), _XML_HEADERS
 
     # -- the stages ------------------------------------------------------------------------------
@@ -293,6 +312,9 @@ class Webhooks:
         """What to commit: the record, the answer decided now, and what the extensions add."""
         op: MessageWrite | StatusWrite
         if isinstance(parsed, InboundMessage):
+            plan = self.decide_reply(parsed)  # plug point 1
+            if plan is None or isinstance(plan, str):
+                plan = ReplyPlan(plan)
             op = MessageWrite(
                 message_uuid=parsed.message_uuid,
                 from_number=parsed.from_number,
@@ -303,11 +325,15 @@ class Webhooks:
                 params=request.params,
                 method=request.method,
                 received_at=verified.received_at,
-                reply=self.decide_reply(parsed),  # plug point 1
+                reply=plan.reply,
                 signature_scheme=verified.scheme,
                 fingerprint=verified.fingerprint,
                 nonce=verified.claim,
                 extra_nonce=verified.extra,
+                reply_source=plan.reply_source,
+                opted_out_reply=plan.opted_out_reply,
+                opted_out_source=plan.opted_out_source,
+                optout_action=plan.optout_action,
             )
         else:
             reply_to_uuid = None

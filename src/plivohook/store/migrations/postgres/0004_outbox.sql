@@ -28,6 +28,7 @@ CREATE INDEX outbox_conversation_idx ON outbox (destination, conversation, state
 CREATE INDEX outbox_message_idx ON outbox (message_uuid);
 CREATE INDEX outbox_state_idx ON outbox (state, id);
 
+-- This replaces 0003's version (opt-outs, fenced "replies"), adding the fenced "forward" block.
 CREATE OR REPLACE FUNCTION plivohook_apply(ops jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
@@ -39,6 +40,13 @@ DECLARE
     r       record;
     seen    text;
     stored  text;
+    -- replies: begin
+    source  text[] := array_fill(NULL::text, ARRAY[n]);
+    opted   boolean;
+    chosen  text;
+    chosen_source text;
+    stored_source text;
+    -- replies: end
 BEGIN
     -- 1. Nonce claims ('nk', and 'xk' when both families verified). A claim with other content
     -- is a replay: that operation writes nothing more.
@@ -81,23 +89,49 @@ BEGIN
         ORDER BY e.op->>'u' COLLATE "C", e.i
     LOOP
         CONTINUE WHEN outcome[r.i] IS NOT NULL;
+        -- replies: begin
+        -- The write carries the reply for both states ('reply'/'src' when the sender has not
+        -- opted out of 'to', 'oreply'/'osrc' when they have): the state is looked up here, in
+        -- the message's transaction, and the message's STOP/START ('act') applied if it is new.
+        opted := false;
+        IF r.op ? 'osrc' THEN
+            opted := EXISTS (SELECT 1 FROM opt_outs AS o
+                             WHERE o.to_number = r.op->>'to' AND o.from_number = r.op->>'from');
+        END IF;
+        chosen := CASE WHEN opted THEN r.op->>'oreply' ELSE r.op->>'reply' END;
+        chosen_source := CASE WHEN opted THEN r.op->>'osrc' ELSE r.op->>'src' END;
+        -- replies: end
         INSERT INTO messages (message_uuid, from_number, to_number, type, text, media, params,
-                              method, received_at, reply, signature_scheme, fingerprint)
+                              method, received_at, reply, signature_scheme, fingerprint,
+                              reply_source)
         VALUES (r.op->>'u', r.op->>'from', r.op->>'to', r.op->>'type', r.op->>'text',
                 r.op->'media', r.op->'params', r.op->>'method', (r.op->>'at')::timestamptz,
-                r.op->>'reply', r.op->>'scheme', r.op->>'fp')
+                chosen, r.op->>'scheme', r.op->>'fp', chosen_source)
         ON CONFLICT (message_uuid) DO NOTHING;
         IF FOUND THEN
             outcome[r.i] := 'stored';
-            reply[r.i] := r.op->>'reply';
+            reply[r.i] := chosen;
+            -- replies: begin
+            source[r.i] := chosen_source;
+            IF r.op->>'act' = 'optout' THEN
+                INSERT INTO opt_outs (to_number, from_number, opted_out_at, message_uuid)
+                VALUES (r.op->>'to', r.op->>'from', (r.op->>'at')::timestamptz, r.op->>'u')
+                ON CONFLICT (to_number, from_number) DO NOTHING;
+            ELSIF r.op->>'act' = 'optin' THEN
+                DELETE FROM opt_outs AS o
+                WHERE o.to_number = r.op->>'to' AND o.from_number = r.op->>'from';
+            END IF;
+            -- replies: end
         ELSE
             -- Another text under a stored MessageUUID: the first stays, the clash is counted.
             UPDATE messages AS m SET conflicting_duplicates = m.conflicting_duplicates + 1
             WHERE m.message_uuid = r.op->>'u' AND m.text IS DISTINCT FROM r.op->>'text';
             clash[r.i] := FOUND;
-            SELECT m.reply INTO stored FROM messages AS m WHERE m.message_uuid = r.op->>'u';
+            SELECT m.reply, m.reply_source INTO stored, stored_source
+            FROM messages AS m WHERE m.message_uuid = r.op->>'u';
             outcome[r.i] := CASE WHEN retry[r.i] THEN 'retry' ELSE 'duplicate' END;
             reply[r.i] := stored;
+            source[r.i] := stored_source;  -- replies
         END IF;
     END LOOP;
 
@@ -146,7 +180,19 @@ BEGIN
     -- in the order stored, so that a conversation is delivered in that order.
     INSERT INTO outbox (event_id, event_type, destination, payload, conversation, message_uuid,
                         created_at, next_attempt_at)
-    SELECT v.ev->>'id', v.ev->>'t', d.dest, convert_to(v.ev->>'p', 'UTF8'), v.ev->>'c',
+    SELECT v.ev->>'id', v.ev->>'t', d.dest,
+           -- The reply the store chose: an opted-out sender's differs from the one the event
+           -- was built with (replies), so the event says what GET /api/messages shows.
+           CASE WHEN e.op->>'k' = 'm'
+                     AND (reply[e.i::integer] IS DISTINCT FROM e.op->>'reply'
+                          OR source[e.i::integer] IS DISTINCT FROM e.op->>'src')
+                THEN convert_to(jsonb_set(jsonb_set((v.ev->>'p')::jsonb, '{data,reply}',
+                                                    coalesce(to_jsonb(reply[e.i::integer]), 'null')),
+                                          '{data,reply_source}',
+                                          coalesce(to_jsonb(source[e.i::integer]), 'null'))::text,
+                                'UTF8')
+                ELSE convert_to(v.ev->>'p', 'UTF8') END,
+           v.ev->>'c',
            e.op->>'u', (e.op->>'at')::timestamptz, (e.op->>'at')::timestamptz
     FROM jsonb_array_elements(ops) WITH ORDINALITY AS e(op, i)
     CROSS JOIN LATERAL jsonb_array_elements(e.op->'ev') WITH ORDINALITY AS v(ev, j)
@@ -157,6 +203,7 @@ BEGIN
     -- forward: end
 
     RETURN jsonb_build_object('o', to_jsonb(outcome), 'r', to_jsonb(reply),
-                              'c', to_jsonb(clash));
+                              'c', to_jsonb(clash),
+                              's', to_jsonb(source));  -- replies
 END
 $fn$;
