@@ -493,6 +493,7 @@ class PostgresStore(SQLReads, Store):
 
     async def _commit(self, batch: list[_Pending]) -> None:
         """Apply a batch in one transaction; on a data error, each operation on its own."""
+        started = time.perf_counter()
         try:
             results = await self._apply([pending.data for pending in batch])
         except StoreUnavailable as exc:
@@ -507,7 +508,7 @@ class PostgresStore(SQLReads, Store):
             for pending in batch:  # find the operation at fault; the others go through
                 await self._commit([pending])
             return
-        self._record(results)
+        self._record(results, time.perf_counter() - started)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
@@ -542,7 +543,7 @@ class PostgresStore(SQLReads, Store):
             for outcome, reply, conflict in zip(answer["o"], answer["r"], conflicts, strict=True)
         ]
 
-    def _record(self, results: list[WriteResult]) -> None:
+    def _record(self, results: list[WriteResult], seconds: float) -> None:
         stats = self.stats
         stats.batches += 1
         stats.operations += len(results)
@@ -550,6 +551,8 @@ class PostgresStore(SQLReads, Store):
         for result in results:
             key = result.outcome.value
             stats.outcomes[key] = stats.outcomes.get(key, 0) + 1
+        if self.on_commit is not None:
+            self.on_commit(len(results), seconds)
 
     # -- reads: the queries are store/reads.py's; this is the one primitive they need -------------
 
