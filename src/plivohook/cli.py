@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import re
 import socket
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 import click
 
+from . import logs
 from .config import ConfigError, Settings, click_options, setting_fields, split_tokens
 from .protocol import signature
 from .protocol.simulator import (
@@ -255,10 +255,7 @@ def serve(**options: Any) -> None:
         await store.close()
 
     asyncio.run(preflight())
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if settings.insecure_skip_verify:
         click.secho(
             "WARNING: --insecure-skip-verify: signatures are not checked; anyone can post.",

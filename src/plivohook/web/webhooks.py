@@ -9,6 +9,7 @@ answer stored the first time.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from datetime import datetime
 from urllib.parse import parse_qsl, quote
 
 from ..config import Settings, host_name, is_host
+from ..logs import REQUEST_FIELDS
 from ..protocol import signature
 from ..protocol.form import parse_form
 from ..protocol.params import (
@@ -63,23 +65,39 @@ _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), _NOSNIFF]
 
 
 class WebhookError(Exception):
-    """An answer other than 200, with a short reason for the client."""
+    """An answer other than 200, with a short reason for the client.
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None):
+    ``outcome`` is the request's outcome in its log line: ``refused`` (the request itself is
+    wrong), ``verification_failed``, ``replay``, ``rejected`` (signed, kept as a rejection) or
+    ``unavailable`` (the store: Plivo retries).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        outcome: str = "refused",
+    ):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or []
+        self.outcome = outcome
 
 
 class _Seen:
-    """What a refusal's log line tells about the request, filled in as the handler learns it."""
+    """What a request's log line tells about it, filled in as the handler learns it."""
 
-    __slots__ = ("family", "url")
+    __slots__ = ("family", "ms", "outcome", "started", "url", "uuid")
 
     def __init__(self) -> None:
+        self.started = time.perf_counter()
         self.url: str | None = None
         self.family = "none"
+        self.uuid: str | None = None  # the MessageUUID, once parsed
+        self.outcome = "refused"
+        self.ms = 0.0  # the request's duration, once answered
 
 
 def _shown(text: str, limit: int = 300) -> str:
@@ -199,13 +217,30 @@ class Webhooks:
             )
             return
         except Exception:
-            # Never a stack trace to the client; the log has it.
-            log.exception("unexpected error on %s", scope.get("path"))
+            # Never a stack trace to the client; the log has it (the request's line).
+            seen.outcome = "error"
+            log.exception(
+                "unexpected error on %s %s: 500%s",
+                scope["method"],
+                _shown(scope.get("path", "")),
+                _tail(seen),
+                extra={REQUEST_FIELDS: _fields(scope, kind, 500, seen)},
+            )
             self.counters[f"{kind}_500"] += 1
             await send_response(send, 500, b"internal error\n", _TEXT_HEADERS)
             return
         self.counters[f"{kind}_{status}"] += 1
         await send_response(send, status, body, headers)
+        if log.isEnabledFor(logging.INFO):  # one line per request (cached level check)
+            log.info(
+                "answered %s %s: %d %s%s",
+                scope["method"],
+                scope["path"],  # one of WEBHOOK_PATHS: no client text
+                status,
+                seen.outcome,
+                _tail(seen),
+                extra={REQUEST_FIELDS: _fields(scope, kind, status, seen)},
+            )
 
     async def handle(
         self, scope: Scope, receive: Receive, kind: str, seen: _Seen | None = None
@@ -217,8 +252,10 @@ class Webhooks:
         verified = self.verify(scope, request, seen)
         store = self._store()
         parsed = await self.parse(store, request, verified)
+        seen.uuid = parsed.message_uuid
         op = self.build_write(request, verified, parsed)
         result = await self.commit(store, request, verified, op)
+        seen.outcome = result.outcome.value
         return 200, self.answer(kind, parsed, result), _XML_HEADERS
 
     # -- the stages ------------------------------------------------------------------------------
@@ -265,7 +302,11 @@ class Webhooks:
             if not verification:
                 self.counters["signature_failures"] += 1
                 self.counters[f"verification_failure:{_failure_code(verification.reason)}"] += 1
-                raise WebhookError(403, f"signature check failed: {verification.reason}")
+                raise WebhookError(
+                    403,
+                    f"signature check failed: {verification.reason}",
+                    outcome="verification_failed",
+                )
             scheme = verification.scheme or "none"
             families = verification.families
         fingerprint = request_fingerprint(request.kind, request.query, request.params)
@@ -282,7 +323,7 @@ class Webhooks:
             return parse_status(request.params)
         except ParamsError as exc:
             await self._reject(store, _rejection(request, verified, str(exc), verified.claim))
-            raise WebhookError(400, f"malformed request: {exc}") from None
+            raise WebhookError(400, f"malformed request: {exc}", outcome="rejected") from None
 
     def build_write(
         self, request: Inbound, verified: Verified, parsed: InboundMessage | DeliveryStatus
@@ -344,18 +385,18 @@ class Webhooks:
             # The refused write claimed nothing (its transaction rolled back): the rejection
             # claims the nonces, so that a replay of this request is not kept again.
             await self._reject(store, _rejection(request, verified, reason, verified.claim))
-            raise WebhookError(400, reason) from None
+            raise WebhookError(400, reason, outcome="rejected") from None
         if result.outcome is Outcome.REPLAY:
             self.counters["replays_refused"] += 1
-            raise WebhookError(403, "nonce already used by another request")
+            raise WebhookError(403, "nonce already used by another request", outcome="replay")
         return result
 
     def answer(
         self, kind: str, parsed: InboundMessage | DeliveryStatus, result: WriteResult
     ) -> bytes:
         """The stored answer (the same bytes on every retry), or ``<Response/>``."""
-        if result.outcome is not Outcome.STORED:
-            self.counters[f"{kind}_{result.outcome.value}"] += 1
+        # message_stored, status_duplicate, ...: /metrics reads these (web/metrics.py).
+        self.counters[f"{kind}_{result.outcome.value}"] += 1
         if result.conflicting:
             self.counters["message_conflicting_duplicates"] += 1
             log.warning(
@@ -368,19 +409,22 @@ class Webhooks:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _refused(self, scope: Scope, kind: str, exc: WebhookError, seen: _Seen) -> None:
+        """The refused request's one log line (WARNING), and its counts."""
         self.counters[f"{kind}_{exc.status}"] += 1
         self.counters[f"refused_{exc.status}"] += 1
-        if exc.status < 500:  # a 503 is the store's, logged where it happens
-            # Never a token or a signature here: the reason names headers, not values.
-            log.warning(
-                "refused %s %s: %d %s (signature checked against %s; headers %s)",
-                scope["method"],
-                _shown(scope.get("path", "")),
-                exc.status,
-                _shown(exc.reason),
-                _shown(seen.url) if seen.url else "-",
-                seen.family,
-            )
+        seen.outcome = exc.outcome
+        # Never a token or a signature here: the reason names headers, not values.
+        log.warning(
+            "refused %s %s: %d %s (signature checked against %s; headers %s)%s",
+            scope["method"],
+            _shown(scope.get("path", "")),
+            exc.status,
+            _shown(exc.reason),
+            _shown(seen.url) if seen.url else "-",
+            seen.family,
+            _tail(seen),
+            extra={REQUEST_FIELDS: _fields(scope, kind, exc.status, seen)},
+        )
 
     async def _reject(self, store: Store, rejection: RejectionWrite) -> None:
         """Keep a signed request that cannot be stored as a message; raises the answer to give."""
@@ -389,11 +433,15 @@ class Webhooks:
         except StoreError as exc:  # not even the rejection fits: say so, Plivo retries
             log.error("could not keep a rejected request: %s", exc)
             raise WebhookError(
-                503, "database refused the request, retry later", [(b"retry-after", b"5")]
+                503,
+                "database refused the request, retry later",
+                [(b"retry-after", b"5")],
+                outcome="unavailable",
             ) from None
         self.counters["rejections"] += 1
         if result.outcome is Outcome.REPLAY:
-            raise WebhookError(403, "nonce already used by another request")
+            self.counters["replays_refused"] += 1
+            raise WebhookError(403, "nonce already used by another request", outcome="replay")
 
     async def _write(self, store: Store, op: WriteOp) -> WriteResult:
         try:
@@ -403,7 +451,10 @@ class Webhooks:
         except StoreUnavailable as exc:
             log.warning("store unavailable: %s", exc)
             raise WebhookError(
-                503, "database unavailable, retry later", [(b"retry-after", b"5")]
+                503,
+                "database unavailable, retry later",
+                [(b"retry-after", b"5")],
+                outcome="unavailable",
             ) from None
 
     def auto_reply(self, message: InboundMessage) -> str | None:
@@ -491,6 +542,25 @@ class Webhooks:
             lowered == entry if host_name(entry) != entry else name == entry
             for entry in self.allowed_hosts
         )
+
+
+def _tail(seen: _Seen) -> str:
+    """The end of a request's text line: its MessageUUID (once parsed) and its duration."""
+    ms = seen.ms = (time.perf_counter() - seen.started) * 1000
+    uid = f", MessageUUID {_shown(seen.uuid, 80)}" if seen.uuid else ""
+    return f"{uid} in {ms:.2f} ms"
+
+
+def _fields(scope: Scope, kind: str, status: int, seen: _Seen) -> dict[str, object]:
+    """A request's fields for a JSON log line (the text line says the same in words)."""
+    return {
+        "route": kind,
+        "method": scope["method"],
+        "status": status,
+        "outcome": seen.outcome,
+        "message_uuid": seen.uuid,
+        "duration_ms": round(seen.ms, 3),  # measured once, by _tail
+    }
 
 
 def _rejection(
