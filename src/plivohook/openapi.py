@@ -442,7 +442,7 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "Prometheus metrics (text exposition format)",
                 "description": (
-                    "Every worker's figures added up (README, \"Metrics and logs\"). Needs the "
+                    'Every worker\'s figures added up (README, "Metrics and logs"). Needs the '
                     "admin token as a bearer token, unless the server runs with --metrics-open."
                 ),
                 "operationId": "metrics",

@@ -17,7 +17,7 @@ from datetime import datetime
 from urllib.parse import parse_qsl, quote
 
 from ..config import Settings, host_name, is_host
-from ..logs import REQUEST_FIELDS
+from ..logs import REQUEST_FIELDS, log_request
 from ..protocol import signature
 from ..protocol.form import parse_form
 from ..protocol.params import (
@@ -231,15 +231,14 @@ class Webhooks:
             return
         self.counters[f"{kind}_{status}"] += 1
         await send_response(send, status, body, headers)
-        if log.isEnabledFor(logging.INFO):  # one line per request (cached level check)
-            log.info(
+        if log.isEnabledFor(logging.INFO):  # one line per request (a cached level check)
+            log_request(
+                log,
+                logging.INFO,
                 "answered %s %s: %d %s%s",
-                scope["method"],
-                scope["path"],  # one of WEBHOOK_PATHS: no client text
-                status,
-                seen.outcome,
-                _tail(seen),
-                extra={REQUEST_FIELDS: _fields(scope, kind, status, seen)},
+                # the path is one of WEBHOOK_PATHS: no client text
+                (scope["method"], scope["path"], status, seen.outcome, _tail(seen)),
+                _fields(scope, kind, status, seen),
             )
 
     async def handle(
@@ -413,17 +412,23 @@ class Webhooks:
         self.counters[f"{kind}_{exc.status}"] += 1
         self.counters[f"refused_{exc.status}"] += 1
         seen.outcome = exc.outcome
+        if not log.isEnabledFor(logging.WARNING):
+            return
         # Never a token or a signature here: the reason names headers, not values.
-        log.warning(
+        log_request(
+            log,
+            logging.WARNING,
             "refused %s %s: %d %s (signature checked against %s; headers %s)%s",
-            scope["method"],
-            _shown(scope.get("path", "")),
-            exc.status,
-            _shown(exc.reason),
-            _shown(seen.url) if seen.url else "-",
-            seen.family,
-            _tail(seen),
-            extra={REQUEST_FIELDS: _fields(scope, kind, exc.status, seen)},
+            (
+                scope["method"],
+                _shown(scope.get("path", "")),
+                exc.status,
+                _shown(exc.reason),
+                _shown(seen.url) if seen.url else "-",
+                seen.family,
+                _tail(seen),
+            ),
+            _fields(scope, kind, exc.status, seen),
         )
 
     async def _reject(self, store: Store, rejection: RejectionWrite) -> None:
