@@ -56,8 +56,19 @@ log = logging.getLogger("plivohook")
 
 EMPTY_RESPONSE = b"<Response/>"
 WEBHOOK_PATHS = {"/plivo/message": "message", "/plivo/status": "status"}
-# Headers kept with a rejection must not carry credentials of any kind.
+# Headers kept with a rejection must not carry credentials of any kind: these are dropped.
 REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+# A signature is kept by name (which family the request carried), never by value: the API and
+# the inbox show rejections, and no answer or page carries a signature.
+SIGNATURE_HEADERS = frozenset(
+    {
+        signature.HEADER_V2,
+        signature.HEADER_MA_V2,
+        signature.HEADER_V3,
+        signature.HEADER_MA_V3,
+    }
+)
+REDACTED = "[redacted]"
 _FORM = "application/x-www-form-urlencoded"
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8"), _NOSNIFF]
@@ -575,7 +586,11 @@ def _rejection(
         method=request.method,
         path=request.path,
         query=request.query,
-        headers=[(k, v) for k, v in request.headers.items() if k not in REDACTED_HEADERS],
+        headers=[
+            (k, REDACTED if k in SIGNATURE_HEADERS else v)
+            for k, v in request.headers.items()
+            if k not in REDACTED_HEADERS
+        ],
         body=request.body,
         reason=reason,
         received_at=verified.received_at,
