@@ -28,9 +28,10 @@ from .config import Settings
 from .openapi import openapi_json
 from .replies.service import Replies
 from .store import Store, StoreUnavailable, open_store
+from .web import metrics
 from .web.api import api_app
 from .web.asgi import Receive, Scope, Send, json_response, now
-from .web.middleware import API_CSP, SecurityHeaders
+from .web.middleware import API_CSP, BearerAuth, SecurityHeaders
 from .web.webhooks import WEBHOOK_PATHS, WebhookError, Webhooks
 
 __all__ = ["PlivohookApp", "WebhookError", "create_app", "create_app_from_env"]
@@ -66,6 +67,10 @@ class PlivohookApp:
         self.webhooks.decide_reply = self.replies.decide_reply
         self.webhooks.after_commit = self.replies.after_commit
         self._hup_installed = False
+        # /metrics: the counters above, exported by difference (web/metrics.py); the group
+        # commit's sizes and durations straight from the store, once per batch.
+        self.metrics_export = metrics.CounterExport(self.counters)
+        self.store.on_commit = metrics.observe_commit
         self.started = False
         # Long-running jobs started with the app and cancelled at shutdown: nonce pruning today;
         # delivery workers and retention register here too.
@@ -77,10 +82,20 @@ class PlivohookApp:
             from .forward.service import install
 
             self.forwarding = install(self)
+        self.add_task("metrics", self.metrics_export.run_forever)
+        metrics_endpoint: object = self.metrics
+        if not self.settings.metrics_open:
+            metrics_endpoint = BearerAuth(
+                _asgi(self.metrics),
+                token=self.settings.admin_token,
+                disabled="/metrics is disabled: set --admin-token (it is the bearer token "
+                "/metrics needs) or --metrics-open",
+            )
         starlette = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"]),
+                Route("/metrics", metrics_endpoint, methods=["GET"]),  # type: ignore[arg-type]
                 Mount("/api", app=api_app(lambda: self.store, self.settings.admin_token)),
             ],
             lifespan=self._lifespan,
@@ -167,6 +182,9 @@ class PlivohookApp:
         for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # The last second's counts, then this process's goodbye to the multiprocess files.
+        self.metrics_export.export()
+        metrics.mark_process_dead()
         if self.started:
             stats = self.store.stats
             if stats.batches:
@@ -215,6 +233,12 @@ class PlivohookApp:
             except StoreUnavailable as exc:
                 log.warning("retention skipped: %s", exc)
 
+    async def metrics(self, _request: Request) -> Response:
+        """Prometheus's text format: every worker's figures (this one's exported just now)."""
+        self.metrics_export.export()
+        body = await asyncio.to_thread(metrics.render)  # reads every worker's files
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
     async def healthz(self, _request: Request) -> Response:
         try:
             await asyncio.wait_for(self.store.ping(), 2.0)
@@ -253,6 +277,16 @@ class PlivohookApp:
 
     async def _crash(self, _request: Request, _exc: Exception) -> Response:
         return json_response({"error": "internal error"}, 500)
+
+
+def _asgi(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[..., Awaitable[None]]:
+    """A request -> response endpoint as an ASGI app (for middleware around one route)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return app
 
 
 def create_app(settings: Settings, store: Store | None = None) -> PlivohookApp:

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from . import logs
 from .config import (
     ConfigError,
     Settings,
@@ -202,22 +203,29 @@ def read_token_file(path: str | None, option: str) -> tuple[str, ...]:
     return tokens
 
 
-def warn_tokens_on_command_line(ctx: click.Context, *flags: tuple[str, str, str]) -> None:
-    """Warn for each (parameter, flag, environment variable) whose token came as a flag.
+def token_warnings(ctx: click.Context, *flags: tuple[str, str, str]) -> list[str]:
+    """A warning for each (parameter, flag, environment variable) whose token came as a flag.
 
     Every user of the machine can read another's command line (ps, /proc/PID/cmdline), not its
     environment or its 0600 files. The warning names the flag, never the value.
     """
     from click.core import ParameterSource
 
-    for param, flag, envvar in flags:
-        if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
-            click.secho(
-                f"WARNING: {flag} on the command line is visible to every user in the process "
-                f"list (ps); set {envvar} or use {flag}-file instead.",
-                fg="yellow",
-                err=True,
-            )
+    return [
+        f"WARNING: {flag} on the command line is visible to every user in the process "
+        f"list (ps); set {envvar} or use {flag}-file instead."
+        for param, flag, envvar in flags
+        if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE
+    ]
+
+
+def warn_tokens_on_command_line(ctx: click.Context, *flags: tuple[str, str, str]) -> None:
+    _echo_warnings(token_warnings(ctx, *flags))
+
+
+def _echo_warnings(lines: list[str]) -> None:
+    for line in lines:
+        click.secho(line, fg="yellow", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -237,7 +245,8 @@ def serve(**options: Any) -> None:
     Every option can also be set by its environment variable (shown with each option); tokens
     are best given that way or in a file, not as flags (visible to every user in `ps`).
     """
-    warn_tokens_on_command_line(
+    # Said once the log format is known (with --log-format json, stderr is all JSON).
+    warnings = token_warnings(
         click.get_current_context(),
         *(
             (f.name, spec.flag or "", spec.env)
@@ -248,6 +257,7 @@ def serve(**options: Any) -> None:
     try:
         settings = Settings.from_options(options).validated()
     except ConfigError as exc:
+        _echo_warnings(warnings)
         raise click.UsageError(str(exc)) from None
     from .replies.service import check_settings
     from .server import run
@@ -259,6 +269,7 @@ def serve(**options: Any) -> None:
         raise SetupError(str(exc)) from None
     problem = port_problem(settings.host, settings.port)
     if problem:
+        _echo_warnings(warnings)
         raise SetupError(problem)
 
     async def preflight() -> None:
@@ -271,18 +282,23 @@ def serve(**options: Any) -> None:
         await store.close()
 
     asyncio.run(preflight())
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
+    lines = warnings + signed_urls_lines(settings, settings.host, settings.port)
     if settings.insecure_skip_verify:
-        click.secho(
+        lines.insert(
+            len(warnings),
             "WARNING: --insecure-skip-verify: signatures are not checked; anyone can post.",
-            fg="red",
-            err=True,
         )
-    for line in signed_urls_lines(settings, settings.host, settings.port):
-        click.secho(line, fg="yellow" if line.startswith("WARNING") else None, err=True)
+    for line in lines:
+        if settings.log_format == "json":
+            # A log pipeline reads stderr: every line of it is one JSON object.
+            warning = line.startswith("WARNING: ")
+            logging.getLogger("plivohook").log(
+                logging.WARNING if warning else logging.INFO, line.removeprefix("WARNING: ")
+            )
+        else:
+            color = "red" if "--insecure-skip-verify:" in line else "yellow"
+            click.secho(line, fg=color if line.startswith("WARNING") else None, err=True)
     run(settings)
 
 

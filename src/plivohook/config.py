@@ -443,6 +443,20 @@ class Settings:
         choices=("debug", "info", "warning", "error"),
         help="Log level.",
     )
+    log_format: str = setting(
+        "text",
+        env="PLIVOHOOK_LOG_FORMAT",
+        flag="--log-format",
+        choices=("text", "json"),
+        help="Log lines as text, or as JSON (one object per line).",
+    )
+    metrics_open: bool = setting(
+        False,
+        env="PLIVOHOOK_METRICS_OPEN",
+        flag="--metrics-open",
+        kind=Kind.BOOL,
+        help="Serve GET /metrics without the admin token (by default it needs it as a bearer).",
+    )
 
     def __repr__(self) -> str:
         shown = []

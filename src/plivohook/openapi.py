@@ -648,6 +648,26 @@ OPENAPI: dict[str, Any] = {
                 method="delete",
             ),
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "description": (
+                    'Every worker\'s figures added up (README, "Metrics and logs"). Needs the '
+                    "admin token as a bearer token, unless the server runs with --metrics-open."
+                ),
+                "operationId": "metrics",
+                "tags": ["service"],
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": _text("The metrics, in Prometheus's text format.", _NO_STORE),
+                    "401": _ADMIN_ERRORS["401"],
+                    "404": _json(
+                        "No --admin-token configured (and no --metrics-open): /metrics is off.",
+                        "Error",
+                    ),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This description",

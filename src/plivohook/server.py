@@ -18,8 +18,10 @@ import urllib.request
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from . import logs
 from .app import create_app
 from .config import Settings
+from .web.metrics import MULTIPROC_ENV
 
 __all__ = ["run"]
 
@@ -208,6 +210,8 @@ def _config(app: object, host: str, port: int, log_level: str, **extra: object) 
         http=GuardedHttpToolsProtocol,
         lifespan="on",
         log_level=log_level,
+        # Our logging (logs.configure) already holds uvicorn's loggers: no config of its own.
+        log_config=None,
         access_log=False,
         server_header=False,
         # The app decides what X-Forwarded-* may change (--trust-forwarded-headers); uvicorn's
@@ -242,6 +246,11 @@ def run(settings: Settings) -> None:
     os.environ.update(settings.to_env())
     ready_dir = tempfile.mkdtemp(prefix="plivohook-ready-")  # 0700
     os.environ[READY_DIR_ENV] = ready_dir
+    # prometheus-client's multiprocess mode: each worker writes its figures to files here and
+    # /metrics adds them up. Our own folder (0700) every time, whatever the environment says: a
+    # folder left by another run would add its counts to ours.
+    metrics_dir = tempfile.mkdtemp(prefix="plivohook-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
     config = _config(
         "plivohook.server:worker_app", host, port, log_level, factory=True, workers=workers
     )
@@ -252,6 +261,7 @@ def run(settings: Settings) -> None:
         _run_multi(config)
     finally:
         shutil.rmtree(ready_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def worker_app() -> object:
@@ -261,6 +271,8 @@ def worker_app() -> object:
     _tune_runtime()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app installs its reload handler
     app = create_app_from_env()
+    # A fresh process: its logging is configured again, from the settings in the environment.
+    logs.configure(app.settings.log_level, app.settings.log_format)
     GuardedHttpToolsProtocol.max_header_bytes = app.settings.max_header_bytes
     ready_dir = os.environ.get(READY_DIR_ENV)
     if ready_dir:

@@ -14,7 +14,7 @@ import base64
 import enum
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -259,6 +259,9 @@ class Store(abc.ABC):
     """
 
     stats: StoreStats
+    # Called once per committed group commit with its size and seconds (the app's metrics set
+    # it); once per batch, never per operation, and it must not raise.
+    on_commit: Callable[[int, float], None] | None = None
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -518,6 +518,7 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
 
     async def _commit(self, batch: list[_Pending]) -> None:
         """Apply a batch in one transaction; on a data error, each operation on its own."""
+        started = time.perf_counter()
         try:
             results = await self._apply([pending.data for pending in batch])
         except StoreUnavailable as exc:
@@ -532,7 +533,7 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
             for pending in batch:  # find the operation at fault; the others go through
                 await self._commit([pending])
             return
-        self._record(results)
+        self._record(results, time.perf_counter() - started)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
@@ -571,7 +572,7 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
             )
         ]
 
-    def _record(self, results: list[WriteResult]) -> None:
+    def _record(self, results: list[WriteResult], seconds: float) -> None:
         stats = self.stats
         stats.batches += 1
         stats.operations += len(results)
@@ -579,6 +580,8 @@ class PostgresStore(SQLMaintenance, SQLReads, Store):
         for result in results:
             key = result.outcome.value
             stats.outcomes[key] = stats.outcomes.get(key, 0) + 1
+        if self.on_commit is not None:
+            self.on_commit(len(results), seconds)
 
     # -- reads: the queries are store/reads.py's; this is the one primitive they need -------------
 

@@ -478,6 +478,7 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
         self.stats = StoreStats()
         self._pending: list[tuple[WriteOp, asyncio.Future[WriteResult]]] = []
         self._busy = False  # a batch is between BEGIN and the end of its COMMIT
+        self._batch_started = 0.0  # time.perf_counter() when the batch in flight was taken
         self._last_failure: str | None = None  # until a batch commits again
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -590,6 +591,7 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
         batch = self._pending[: self.batch_max]
         del self._pending[: self.batch_max]
         self._busy = True
+        self._batch_started = time.perf_counter()
         self._begin(batch, 0)
 
     def _begin(self, batch: list[Any], attempt: int) -> None:
@@ -679,6 +681,10 @@ class SQLiteStore(SQLMaintenance, SQLReads, Store):
         for result in results:
             key = result.outcome.value if isinstance(result, WriteResult) else "error"
             stats.outcomes[key] = stats.outcomes.get(key, 0) + 1
+        on_commit = self.on_commit
+        if on_commit is not None and results and isinstance(results[0], WriteResult):
+            # From the batch's start (waits for another process's write lock included).
+            on_commit(len(results), time.perf_counter() - self._batch_started)
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -53,17 +53,25 @@ class BearerAuth:
     it on). The comparison is constant-time; the token never appears in an answer.
     """
 
-    def __init__(self, app: ASGIApp, *, token: str | None, realm: str = "plivohook") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        realm: str = "plivohook",
+        disabled: str = "the API is disabled: set --admin-token to enable it",
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.realm = realm
+        self.disabled = disabled  # the 404's reason without a token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if self.token is None:
-            await _error(send, 404, "the API is disabled: set --admin-token to enable it")
+            await _error(send, 404, self.disabled)
             return
         header = b""
         for name, value in scope["headers"]:

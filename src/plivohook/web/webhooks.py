@@ -9,6 +9,7 @@ answer stored the first time.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from datetime import datetime
 from urllib.parse import parse_qsl, quote
 
 from ..config import Settings, host_name, is_host
+from ..logs import REQUEST_FIELDS, log_request
 from ..protocol import signature
 from ..protocol.form import parse_form
 from ..protocol.params import (
@@ -56,8 +58,19 @@ log = logging.getLogger("plivohook")
 
 EMPTY_RESPONSE = b"<Response/>"
 WEBHOOK_PATHS = {"/plivo/message": "message", "/plivo/status": "status"}
-# Headers kept with a rejection must not carry credentials of any kind.
+# Headers kept with a rejection must not carry credentials of any kind: these are dropped.
 REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+# A signature is kept by name (which family the request carried), never by value: the API and
+# the inbox show rejections, and no answer or page carries a signature.
+SIGNATURE_HEADERS = frozenset(
+    {
+        signature.HEADER_V2,
+        signature.HEADER_MA_V2,
+        signature.HEADER_V3,
+        signature.HEADER_MA_V3,
+    }
+)
+REDACTED = "[redacted]"
 _FORM = "application/x-www-form-urlencoded"
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _XML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8"), _NOSNIFF]
@@ -65,23 +78,39 @@ _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), _NOSNIFF]
 
 
 class WebhookError(Exception):
-    """An answer other than 200, with a short reason for the client."""
+    """An answer other than 200, with a short reason for the client.
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None):
+    ``outcome`` is the request's outcome in its log line: ``refused`` (the request itself is
+    wrong), ``verification_failed``, ``replay``, ``rejected`` (signed, kept as a rejection) or
+    ``unavailable`` (the store: Plivo retries).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        outcome: str = "refused",
+    ):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or []
+        self.outcome = outcome
 
 
 class _Seen:
-    """What a refusal's log line tells about the request, filled in as the handler learns it."""
+    """What a request's log line tells about it, filled in as the handler learns it."""
 
-    __slots__ = ("family", "url")
+    __slots__ = ("family", "ms", "outcome", "started", "url", "uuid")
 
     def __init__(self) -> None:
+        self.started = time.perf_counter()
         self.url: str | None = None
         self.family = "none"
+        self.uuid: str | None = None  # the MessageUUID, once parsed
+        self.outcome = "refused"
+        self.ms = 0.0  # the request's duration, once answered
 
 
 def _shown(text: str, limit: int = 300) -> str:
@@ -212,13 +241,29 @@ class Webhooks:
             )
             return
         except Exception:
-            # Never a stack trace to the client; the log has it.
-            log.exception("unexpected error on %s", scope.get("path"))
+            # Never a stack trace to the client; the log has it (the request's line).
+            seen.outcome = "error"
+            log.exception(
+                "unexpected error on %s %s: 500%s",
+                scope["method"],
+                _shown(scope.get("path", "")),
+                _tail(seen),
+                extra={REQUEST_FIELDS: _fields(scope, kind, 500, seen)},
+            )
             self.counters[f"{kind}_500"] += 1
             await send_response(send, 500, b"internal error\n", _TEXT_HEADERS)
             return
         self.counters[f"{kind}_{status}"] += 1
         await send_response(send, status, body, headers)
+        if log.isEnabledFor(logging.INFO):  # one line per request (a cached level check)
+            log_request(
+                log,
+                logging.INFO,
+                "answered %s %s: %d %s%s",
+                # the path is one of WEBHOOK_PATHS: no client text
+                (scope["method"], scope["path"], status, seen.outcome, _tail(seen)),
+                _fields(scope, kind, status, seen),
+            )
 
     async def handle(
         self, scope: Scope, receive: Receive, kind: str, seen: _Seen | None = None
@@ -230,6 +275,7 @@ class Webhooks:
         verified = self.verify(scope, request, seen)
         store = self._store()
         parsed = await self.parse(store, request, verified)
+        seen.uuid = parsed.message_uuid
         op = self.build_write(request, verified, parsed)
         result = await self.commit(store, request, verified, op)
         if self.after_commit is not None and isinstance(op, MessageWrite):
@@ -241,6 +287,7 @@ class Webhooks:
                 raise WebhookError(
                     503, "database unavailable, retry later", [(b"retry-after", b"5")]
                 ) from None
+        seen.outcome = result.outcome.value
         return 200, self.answer(kind, parsed, result), _XML_HEADERS
 
     # -- the stages ------------------------------------------------------------------------------
@@ -287,7 +334,11 @@ class Webhooks:
             if not verification:
                 self.counters["signature_failures"] += 1
                 self.counters[f"verification_failure:{_failure_code(verification.reason)}"] += 1
-                raise WebhookError(403, f"signature check failed: {verification.reason}")
+                raise WebhookError(
+                    403,
+                    f"signature check failed: {verification.reason}",
+                    outcome="verification_failed",
+                )
             scheme = verification.scheme or "none"
             families = verification.families
         fingerprint = request_fingerprint(request.kind, request.query, request.params)
@@ -304,7 +355,7 @@ class Webhooks:
             return parse_status(request.params)
         except ParamsError as exc:
             await self._reject(store, _rejection(request, verified, str(exc), verified.claim))
-            raise WebhookError(400, f"malformed request: {exc}") from None
+            raise WebhookError(400, f"malformed request: {exc}", outcome="rejected") from None
 
     def build_write(
         self, request: Inbound, verified: Verified, parsed: InboundMessage | DeliveryStatus
@@ -373,10 +424,10 @@ class Webhooks:
             # The refused write claimed nothing (its transaction rolled back): the rejection
             # claims the nonces, so that a replay of this request is not kept again.
             await self._reject(store, _rejection(request, verified, reason, verified.claim))
-            raise WebhookError(400, reason) from None
+            raise WebhookError(400, reason, outcome="rejected") from None
         if result.outcome is Outcome.REPLAY:
             self.counters["replays_refused"] += 1
-            raise WebhookError(403, "nonce already used by another request")
+            raise WebhookError(403, "nonce already used by another request", outcome="replay")
         if op.events and result.outcome is Outcome.STORED:
             for notify in self.enqueued:
                 notify()
@@ -386,8 +437,8 @@ class Webhooks:
         self, kind: str, parsed: InboundMessage | DeliveryStatus, result: WriteResult
     ) -> bytes:
         """The stored answer (the same bytes on every retry), or ``<Response/>``."""
-        if result.outcome is not Outcome.STORED:
-            self.counters[f"{kind}_{result.outcome.value}"] += 1
+        # message_stored, status_duplicate, ...: /metrics reads these (web/metrics.py).
+        self.counters[f"{kind}_{result.outcome.value}"] += 1
         if result.conflicting:
             self.counters["message_conflicting_duplicates"] += 1
             log.warning(
@@ -400,19 +451,28 @@ class Webhooks:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _refused(self, scope: Scope, kind: str, exc: WebhookError, seen: _Seen) -> None:
+        """The refused request's one log line (WARNING), and its counts."""
         self.counters[f"{kind}_{exc.status}"] += 1
         self.counters[f"refused_{exc.status}"] += 1
-        if exc.status < 500:  # a 503 is the store's, logged where it happens
-            # Never a token or a signature here: the reason names headers, not values.
-            log.warning(
-                "refused %s %s: %d %s (signature checked against %s; headers %s)",
+        seen.outcome = exc.outcome
+        if not log.isEnabledFor(logging.WARNING):
+            return
+        # Never a token or a signature here: the reason names headers, not values.
+        log_request(
+            log,
+            logging.WARNING,
+            "refused %s %s: %d %s (signature checked against %s; headers %s)%s",
+            (
                 scope["method"],
                 _shown(scope.get("path", "")),
                 exc.status,
                 _shown(exc.reason),
                 _shown(seen.url) if seen.url else "-",
                 seen.family,
-            )
+                _tail(seen),
+            ),
+            _fields(scope, kind, exc.status, seen),
+        )
 
     async def _reject(self, store: Store, rejection: RejectionWrite) -> None:
         """Keep a signed request that cannot be stored as a message; raises the answer to give."""
@@ -421,11 +481,15 @@ class Webhooks:
         except StoreError as exc:  # not even the rejection fits: say so, Plivo retries
             log.error("could not keep a rejected request: %s", exc)
             raise WebhookError(
-                503, "database refused the request, retry later", [(b"retry-after", b"5")]
+                503,
+                "database refused the request, retry later",
+                [(b"retry-after", b"5")],
+                outcome="unavailable",
             ) from None
         self.counters["rejections"] += 1
         if result.outcome is Outcome.REPLAY:
-            raise WebhookError(403, "nonce already used by another request")
+            self.counters["replays_refused"] += 1
+            raise WebhookError(403, "nonce already used by another request", outcome="replay")
 
     async def _write(self, store: Store, op: WriteOp) -> WriteResult:
         try:
@@ -435,7 +499,10 @@ class Webhooks:
         except StoreUnavailable as exc:
             log.warning("store unavailable: %s", exc)
             raise WebhookError(
-                503, "database unavailable, retry later", [(b"retry-after", b"5")]
+                503,
+                "database unavailable, retry later",
+                [(b"retry-after", b"5")],
+                outcome="unavailable",
             ) from None
 
     def auto_reply(self, message: InboundMessage) -> str | None:
@@ -525,6 +592,25 @@ class Webhooks:
         )
 
 
+def _tail(seen: _Seen) -> str:
+    """The end of a request's text line: its MessageUUID (once parsed) and its duration."""
+    ms = seen.ms = (time.perf_counter() - seen.started) * 1000
+    uid = f", MessageUUID {_shown(seen.uuid, 80)}" if seen.uuid else ""
+    return f"{uid} in {ms:.2f} ms"
+
+
+def _fields(scope: Scope, kind: str, status: int, seen: _Seen) -> dict[str, object]:
+    """A request's fields for a JSON log line (the text line says the same in words)."""
+    return {
+        "route": kind,
+        "method": scope["method"],
+        "status": status,
+        "outcome": seen.outcome,
+        "message_uuid": seen.uuid,
+        "duration_ms": round(seen.ms, 3),  # measured once, by _tail
+    }
+
+
 def _rejection(
     request: Inbound, verified: Verified, reason: str, nonce: NonceClaim | None
 ) -> RejectionWrite:
@@ -532,7 +618,11 @@ def _rejection(
         method=request.method,
         path=request.path,
         query=request.query,
-        headers=[(k, v) for k, v in request.headers.items() if k not in REDACTED_HEADERS],
+        headers=[
+            (k, REDACTED if k in SIGNATURE_HEADERS else v)
+            for k, v in request.headers.items()
+            if k not in REDACTED_HEADERS
+        ],
         body=request.body,
         reason=reason,
         received_at=verified.received_at,
